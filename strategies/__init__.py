@@ -1,0 +1,1 @@
+"""The library: the batched sampler, generators, pruners and aggregators."""

@@ -1,0 +1,221 @@
+"""The batched decode loop every generator shares.
+
+Requests (one prompt, N samples) stream in; each prompt is prefilled once and its keys/values are
+copied into the slots of its N rows. Rows decode together, one token (or one concept token) per
+step, and finish independently; a finished row's slot goes to the next waiting row, and when none
+waits the last active row moves into the hole, so the batch stays dense and finished rows cost
+nothing. Each row's next input is a mixture of token embeddings — a single token with weight 1 for
+discrete decoding — which is what lets soft and discrete rows share a batch.
+
+A generator is a *policy* (strategies/generators/): it turns a step's logits into each row's
+emitted token and next input. The engine owns everything else: scheduling, per-token signals,
+forced tokens, stopping, and the per-sample record.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from strategies.decoder import Decoder
+from strategies.rng import row_rng
+from strategies.sampler import raw_signals
+
+
+@dataclass
+class Row:
+    """One (prompt, sample) being decoded."""
+
+    req: "Request"
+    i: int
+    rng: np.random.Generator
+    pos: int                      # cache position of the pending input
+    inp_ids: list[int]            # pending input: a mixture of these token embeddings…
+    inp_w: list[float]            # …with these weights
+    ids: list[int] = field(default_factory=list)
+    logprob: list[float] = field(default_factory=list)
+    entropy: list[float] = field(default_factory=list)
+    self_certainty: list[float] = field(default_factory=list)
+    confidence: list[float] = field(default_factory=list)
+    forced: deque = field(default_factory=deque)  # tokens to emit regardless of the logits
+    state: dict = field(default_factory=dict)     # the policy's own per-row state
+    finish: str | None = None
+
+
+@dataclass
+class Request:
+    """One input record: a tokenised prompt and how many samples to draw from it."""
+
+    key: Any                # the record id (keys the random streams)
+    prompt_ids: list[int]
+    n: int
+    payload: Any = None     # carried through untouched (the input record)
+    error: str | None = None
+    rows: list[Row] = field(default_factory=list)
+    prefix: list | None = None
+    unplaced: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.error is not None or (len(self.rows) == self.n and all(r.finish for r in self.rows))
+
+
+@dataclass
+class Step:
+    """What a policy decides for one row at one step."""
+
+    token: int
+    next_ids: list[int]
+    next_w: list[float]
+
+
+class Engine:
+    def __init__(self, model, tokenizer, policy, *, batch_size: int = 64, max_new_tokens: int = 256,
+                 stop: Iterable[str] = (), seed: int = 0, ignore_eos: bool = False, progress=None):
+        self.decoder = Decoder(model, max_slots=batch_size)
+        self.tokenizer = tokenizer
+        self.policy = policy
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.stop = [s for s in stop if s]
+        # a stop string spans at most this many tokens: every token decodes to at least one char
+        self.stop_window = max((len(s) for s in self.stop), default=0) + 2
+        self.seed = seed
+        self.ignore_eos = ignore_eos
+        self.eos_ids = eos_token_ids(model, tokenizer)
+        self.vocab_size = len(tokenizer)
+        self.progress = progress
+        self.tokens_generated = 0
+        policy.bind(self)
+
+    # ----- scheduling ------------------------------------------------------------------
+    def run(self, requests: Iterable[Request]) -> Iterator[Request]:
+        """Decode every request; yield them, finished, in input order."""
+        source = iter(requests)
+        waiting: deque[Row] = deque()
+        active: list[Row] = []
+        in_order: deque[Request] = deque()
+        exhausted = False
+        while True:
+            while len(active) < self.batch_size:
+                if not waiting:
+                    if exhausted:
+                        break
+                    req = next(source, None)
+                    if req is None:
+                        exhausted = True
+                        break
+                    in_order.append(req)
+                    waiting.extend(self._admit(req))
+                    continue
+                self._place(waiting.popleft(), active)
+            while in_order and in_order[0].done:
+                yield in_order.popleft()
+            if not active:
+                if exhausted and not waiting:
+                    break
+                continue
+            self._step(active)
+            self._retire(active)
+        while in_order:
+            yield in_order.popleft()
+
+    def _admit(self, req: Request) -> list[Row]:
+        if req.error is not None:
+            return []
+        ids = req.prompt_ids
+        # The last prompt token is every row's first input, so the shared prefill covers the rest.
+        req.prefix = self.decoder.prefill(torch.tensor(ids[:-1], device=self.decoder.device)) if len(ids) > 1 else []
+        req.rows = [Row(req, i, row_rng(self.seed, req.key, i), len(ids) - 1, [ids[-1]], [1.0])
+                    for i in range(req.n)]
+        req.unplaced = req.n
+        for row in req.rows:
+            self.policy.start(row)
+        return list(req.rows)
+
+    def _place(self, row: Row, active: list[Row]) -> None:
+        slot = len(active)
+        self.decoder.write_prefix(slot, row.req.prefix)
+        active.append(row)
+        row.req.unplaced -= 1
+        if row.req.unplaced == 0:
+            row.req.prefix = None  # every row has its copy; free the shared one
+
+    def _retire(self, active: list[Row]) -> None:
+        """Drop finished rows, moving the last active row into each hole."""
+        slot = 0
+        while slot < len(active):
+            if active[slot].finish is None:
+                slot += 1
+                continue
+            last = active.pop()
+            if slot < len(active):
+                self.decoder.move_slot(len(active), slot, last.pos)
+                active[slot] = last
+
+    # ----- one decode step -------------------------------------------------------------
+    def _step(self, active: list[Row]) -> None:
+        dev = self.decoder.device
+        K = max(len(r.inp_ids) for r in active)
+        pad = [[0] * (K - len(r.inp_ids)) for r in active]
+        ids = torch.tensor([r.inp_ids + p for r, p in zip(active, pad)], dtype=torch.long)
+        w = torch.tensor([r.inp_w + [0.0] * len(p) for r, p in zip(active, pad)], dtype=torch.float32)
+        x = self.decoder.embed_mixture(ids.to(dev), w.to(dev))
+        positions = torch.tensor([r.pos for r in active], device=dev)
+        logits = self.decoder.decode(x, positions)[:, : self.vocab_size]
+        sig = raw_signals(logits, self.vocab_size)
+        steps = self.policy.choose(active, logits, sig)
+        for b, (r, st) in enumerate(zip(active, steps)):
+            if r.forced:
+                tok = r.forced.popleft()
+                st = Step(tok, [tok], [1.0])
+            r.inp_ids, r.inp_w = st.next_ids, st.next_w
+            r.ids.append(st.token)
+        toks = torch.tensor([r.ids[-1] for r in active], device=dev)
+        rows = torch.arange(len(active), device=dev)
+        lp = sig.logp[rows, toks].tolist()
+        ent, sc, conf = sig.entropy.tolist(), sig.self_certainty.tolist(), sig.confidence.tolist()
+        for b, r in enumerate(active):
+            r.logprob.append(lp[b])
+            r.entropy.append(ent[b])
+            r.self_certainty.append(sc[b])
+            r.confidence.append(conf[b])
+            r.pos += 1
+            self.policy.after(r)
+            self._check_finish(r)
+        self.tokens_generated += len(active)
+        if self.progress is not None:
+            self.progress.update(len(active))
+
+    def _check_finish(self, r: Row) -> None:
+        if r.forced:
+            return  # forced tokens (e.g. an inserted think-end string) are always completed
+        if not self.ignore_eos and r.ids[-1] in self.eos_ids:
+            r.finish = "stop"
+        elif self.stop and any(s in self.tokenizer.decode(r.ids[-self.stop_window:]) for s in self.stop):
+            r.finish = "stop"
+        elif len(r.ids) >= self.max_new_tokens or r.pos + 1 >= self.decoder.max_positions:
+            r.finish = "length"
+
+    # ----- results ---------------------------------------------------------------------
+    def text_of(self, r: Row) -> str:
+        text = self.tokenizer.decode(r.ids, skip_special_tokens=True)
+        for s in self.stop:
+            cut = text.find(s)
+            if cut >= 0:
+                text = text[:cut]
+        return text
+
+
+def eos_token_ids(model, tokenizer) -> set[int]:
+    """Every id that ends a sequence: the tokenizer's EOS and the generation config's."""
+    ids = set()
+    for src in (getattr(model, "generation_config", None), model.config, tokenizer):
+        eos = getattr(src, "eos_token_id", None)
+        if eos is None:
+            continue
+        ids.update(eos if isinstance(eos, (list, tuple)) else [eos])
+    return ids

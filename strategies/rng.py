@@ -1,0 +1,17 @@
+"""Per-row random streams.
+
+A sample's stream is keyed by (seed, record id, sample index) alone, so its random numbers do not
+depend on --batch-size, on sharding, or on which other prompts share its batch.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import orjson
+
+
+def row_rng(seed: int, record_id, sample_index: int) -> np.random.Generator:
+    key = orjson.dumps([seed, record_id, sample_index])
+    digest = hashlib.sha256(key).digest()
+    return np.random.Generator(np.random.PCG64(int.from_bytes(digest[:16], "little")))

@@ -1,0 +1,118 @@
+"""Logits processing, sampling and per-token signals: separate stages over a batch of rows.
+
+Every function takes a [B, V] tensor of float32 logits and per-row settings, so rows with
+different settings (a soft row thinking next to a discrete row answering) share one call.
+Randomness enters only as per-row uniforms/noise drawn from each row's own stream.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+CONFIDENCE_TOP_K = 20  # DeepConf's k
+
+
+@dataclass
+class Signals:
+    """Per-row statistics of the raw (temperature 1, untruncated) next-token distribution."""
+
+    logp: torch.Tensor            # [B, V] log-probabilities over the real vocabulary
+    entropy: torch.Tensor         # [B]
+    self_certainty: torch.Tensor  # [B]
+    confidence: torch.Tensor      # [B]
+
+
+def raw_signals(logits: torch.Tensor, vocab_size: int) -> Signals:
+    """Entropy, self-certainty KL(U||p) and DeepConf confidence from the raw distribution.
+
+    Padded embedding rows beyond the tokenizer's vocabulary are not tokens: they are dropped
+    before the softmax so that V in self-certainty is the real vocabulary size.
+    """
+    z = logits[:, :vocab_size].float()
+    logp = torch.log_softmax(z, dim=-1)
+    p = logp.exp()
+    # 0 * -inf would be nan for tokens with zero probability; their contribution is 0.
+    entropy = -(p * logp.nan_to_num(neginf=0.0)).sum(-1)
+    self_certainty = -math.log(vocab_size) - logp.mean(-1)
+    k = min(CONFIDENCE_TOP_K, vocab_size)
+    confidence = -logp.topk(k, dim=-1).values.mean(-1)
+    return Signals(logp, entropy, self_certainty, confidence)
+
+
+@dataclass
+class SamplingParams:
+    """Per-row truncation settings as [B] tensors (top_k 0 = off, top_p 1 = off, min_p 0 = off)."""
+
+    temperature: torch.Tensor
+    top_k: torch.Tensor
+    top_p: torch.Tensor
+    min_p: torch.Tensor
+
+    @classmethod
+    def stack(cls, rows: list[tuple[float, int, float, float]], device) -> "SamplingParams":
+        t = torch.tensor(rows, dtype=torch.float64, device=device)
+        return cls(t[:, 0].float(), t[:, 1].long(), t[:, 2].float(), t[:, 3].float())
+
+    def truncates(self) -> bool:
+        return bool((self.top_k > 0).any() or (self.top_p < 1).any() or (self.min_p > 0).any())
+
+
+def truncated_sorted(logits: torch.Tensor, sp: SamplingParams) -> tuple[torch.Tensor, torch.Tensor]:
+    """Temperature, then top-k, top-p, min-p; returns renormalised probabilities sorted descending
+    and their token ids, both [B, C] (C = the largest top-k when every row sets one, else V).
+
+    Rows with temperature 0 get the one-hot argmax distribution.
+    """
+    V = logits.shape[-1]
+    greedy = sp.temperature <= 0
+    temp = torch.where(greedy, torch.ones_like(sp.temperature), sp.temperature)
+    z = logits.float() / temp[:, None]
+    all_topk = bool((sp.top_k > 0).all())
+    cap = min(int(sp.top_k.max()), V) if all_topk else V
+    vals, ids = torch.topk(z, cap, dim=-1)  # sorted descending; with cap == V a full sort
+    rank = torch.arange(cap, device=z.device)[None, :]
+    k = torch.where(sp.top_k > 0, sp.top_k.clamp(max=cap), torch.full_like(sp.top_k, cap))
+    vals = vals.masked_fill(rank >= k[:, None], float("-inf"))
+    probs = torch.softmax(vals, dim=-1)
+    # top-p: keep the smallest prefix whose mass reaches top_p (the token that crosses it stays).
+    before = probs.cumsum(-1) - probs
+    drop = before >= sp.top_p[:, None]
+    # min-p: drop tokens below min_p times the most likely one.
+    drop |= probs < (sp.min_p[:, None] * probs[:, :1])
+    drop[:, 0] = False
+    drop |= greedy[:, None] & (rank > 0)
+    probs = probs.masked_fill(drop, 0.0)
+    probs = probs / probs.sum(-1, keepdim=True)
+    return probs, ids
+
+
+def sample_sorted(probs: torch.Tensor, ids: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draw: the first position whose cumulative mass exceeds u (one uniform per row).
+
+    Using a caller-supplied uniform (not torch's global generator) is what makes a row's draw
+    independent of which other rows share the batch.
+    """
+    cdf = probs.cumsum(-1)
+    # Scaling u by the total mass and taking the first cdf value strictly above it can only land
+    # on a token with positive probability, whatever the rounding of the cumulative sum.
+    target = (u.to(cdf.dtype) * cdf[:, -1])[:, None]
+    pos = torch.searchsorted(cdf, target, right=True).clamp(max=probs.shape[-1] - 1)
+    return ids.gather(1, pos).squeeze(1)
+
+
+def sample(logits: torch.Tensor, sp: SamplingParams, u: torch.Tensor) -> torch.Tensor:
+    """One token id per row: greedy for temperature 0, else a draw from the truncated distribution."""
+    if bool((sp.temperature <= 0).all()):
+        return logits.argmax(-1)
+    if not sp.truncates():
+        # No truncation: no sort needed; any fixed order gives a valid inverse-CDF sample.
+        greedy = sp.temperature <= 0
+        temp = torch.where(greedy, torch.ones_like(sp.temperature), sp.temperature)
+        probs = torch.softmax(logits.float() / temp[:, None], dim=-1)
+        ids = torch.arange(logits.shape[-1], device=logits.device).expand_as(probs)
+        drawn = sample_sorted(probs, ids, u)
+        return torch.where(greedy, logits.argmax(-1), drawn)
+    probs, ids = truncated_sorted(logits, sp)
+    return sample_sorted(probs, ids, u)

@@ -1,0 +1,11 @@
+"""The subcommands, in the order `tts --help` lists them: (command name, module, function)."""
+
+COMMANDS = [
+    ("generate", "generate", "generate"),
+    ("prune", "prune", "prune"),
+    ("aggregate", "aggregate", "aggregate"),
+    ("eval", "evaluate", "evaluate"),
+    ("data", "data", "data"),
+    ("show", "show", "show"),
+    ("bench", "bench", "bench"),
+]

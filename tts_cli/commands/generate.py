@@ -1,0 +1,145 @@
+"""`tts generate`: sample N reasoning traces per prompt."""
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from typing import List, Optional
+
+import typer
+
+from tts_cli.io import InputError
+
+SOFT = "Soft thinking (--mode soft)"
+ANSWER = "Soft thinking: answer phase"
+
+
+class Mode(str, Enum):
+    discrete = "discrete"
+    soft = "soft"
+
+
+class OnError(str, Enum):
+    fail = "fail"
+    skip = "skip"
+
+
+class Noise(str, Enum):
+    none = "none"
+    gumbel = "gumbel"
+    dirichlet = "dirichlet"
+    gaussian = "gaussian"
+
+
+def parse_shard(shard: str | None) -> tuple[int, int] | None:
+    if not shard:
+        return None
+    try:
+        i, n = (int(x) for x in shard.split("/"))
+    except ValueError:
+        raise InputError(f"--shard {shard!r}: expected i/n, e.g. 0/4") from None
+    if n < 1 or not 0 <= i < n:
+        raise InputError(f"--shard {shard!r}: need 0 <= i < n")
+    return i, n
+
+
+def progress_bar(quiet: bool, unit: str = "tok"):
+    from tqdm import tqdm
+
+    disable = quiet or not sys.stderr.isatty()
+    return tqdm(unit=unit, file=sys.stderr, disable=disable, dynamic_ncols=True, smoothing=0.1)
+
+
+def generate(
+    input: str = typer.Argument("-", help="Prompt JSONL file, or - for stdin."),
+    output: str = typer.Option("-", "-o", "--output", help="Output JSONL file, or - for stdout."),
+    model: str = typer.Option("smollm2-135m", "--model", "-m",
+                              help="Model alias, local Hugging Face directory, .gguf file, or a hub id already in the local cache."),
+    mode: Mode = typer.Option(Mode.discrete, "--mode", help="How traces are sampled."),
+    samples: int = typer.Option(1, "-n", "--samples", min=1, help="Samples (traces) per prompt."),
+    temperature: float = typer.Option(1.0, "--temperature", "-t", min=0.0,
+                                      help="Sampling temperature; 0 = greedy. In soft mode: the thinking temperature (paper: 0.6)."),
+    top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass (1 = off). Soft paper: 0.95."),
+    top_k: int = typer.Option(0, "--top-k", min=0, help="Keep the k most likely tokens (0 = off). Soft paper: 30."),
+    min_p: float = typer.Option(0.0, "--min-p", min=0.0, max=1.0, help="Drop tokens below min_p x the top probability (0 = off). Soft paper: 0.001."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1, help="Most tokens generated per sample."),
+    stop: Optional[List[str]] = typer.Option(None, "--stop", help="Stop string (repeatable); cut from the text."),
+    seed: int = typer.Option(0, "--seed", help="Seed; with the record id and sample index it fixes every random number."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Rows (prompt x sample) decoded together."),
+    trace: bool = typer.Option(False, "--trace", help="Add per-token arrays (ids, logprob, entropy, self_certainty, confidence)."),
+    raw: bool = typer.Option(False, "--raw", help="Feed the prompt as is, without the chat template."),
+    prompt_field: str = typer.Option("prompt", "--prompt-field", help="Input field holding the prompt."),
+    id_field: str = typer.Option("id", "--id-field", help="Input field holding the record id (missing: the line number)."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="i/n: only every n-th record, starting at the i-th (0-based)."),
+    on_error: OnError = typer.Option(OnError.fail, "--on-error",
+                                     help="fail: stop with an error naming the line; skip: write the record with an 'error' field and go on."),
+    resume: bool = typer.Option(False, "--resume", help="Skip ids already in --output and append to it."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (auto: cuda when available)."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto | float32 | bfloat16 | float16 (auto: bfloat16 on CUDA, float32 on CPU)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar (it is also off when stderr is not a terminal)."),
+    # --- soft thinking -----------------------------------------------------------------
+    max_topk: int = typer.Option(10, "--max-topk", min=1, rich_help_panel=SOFT, help="K: concept-token width."),
+    noise: Noise = typer.Option(Noise.none, "--noise", rich_help_panel=SOFT, help="Randomness on the top-K weights."),
+    gumbel_tau: float = typer.Option(0.5, "--gumbel-tau", min=0.0, rich_help_panel=SOFT, help="Gumbel-Softmax temperature."),
+    dirichlet_alpha: float = typer.Option(4.0, "--dirichlet-alpha", min=0.0, rich_help_panel=SOFT, help="Dirichlet concentration scale (support only)."),
+    gaussian_sigma: float = typer.Option(0.05, "--gaussian-sigma", min=0.0, rich_help_panel=SOFT, help="Gaussian noise std on the weights."),
+    think_start: Optional[str] = typer.Option(None, "--think-start", rich_help_panel=SOFT,
+                                              help="Thinking starts once this text has appeared (prompt or output); default: at the first generated token."),
+    think_end: str = typer.Option("</think>", "--think-end", rich_help_panel=SOFT,
+                                  help="Text that ends thinking (matched whole on the top-1 chain; inserted on Cold Stop or budget)."),
+    cold_stop_entropy: float = typer.Option(0.01, "--cold-stop-entropy", min=0.0, rich_help_panel=SOFT,
+                                            help="Cold Stop threshold tau in nats (0 = off)."),
+    cold_stop_steps: int = typer.Option(256, "--cold-stop-steps", min=1, rich_help_panel=SOFT,
+                                        help="Cold Stop: consecutive steps below tau that end thinking."),
+    soft_budget: int = typer.Option(0, "--soft-budget", min=0, rich_help_panel=SOFT,
+                                    help="Most concept tokens before the think-end string is inserted (0 = no budget)."),
+    answer_temperature: float = typer.Option(0.6, "--answer-temperature", min=0.0, rich_help_panel=ANSWER, help="Answer-phase temperature."),
+    answer_top_p: float = typer.Option(0.95, "--answer-top-p", min=0.0, max=1.0, rich_help_panel=ANSWER, help="Answer-phase top-p."),
+    answer_top_k: int = typer.Option(30, "--answer-top-k", min=0, rich_help_panel=ANSWER, help="Answer-phase top-k."),
+    answer_min_p: float = typer.Option(0.0, "--answer-min-p", min=0.0, max=1.0, rich_help_panel=ANSWER, help="Answer-phase min-p."),
+) -> None:
+    """Sample N traces per prompt and write one JSONL record per input record (docs/format.md)."""
+    from strategies.generators.discrete import DiscreteParams
+    from tts_cli.io import JsonlWriter, existing_ids, id_key, read_records
+    from tts_cli.models import ModelNotFound, load
+    from tts_cli.runner import GenerateOptions, generate as run
+
+    shard_spec = parse_shard(shard)
+    sampling = DiscreteParams(temperature, top_p, top_k, min_p)
+    if mode is Mode.discrete:
+        from strategies.generators.discrete import Discrete
+
+        policy = Discrete(sampling)
+    else:
+        from strategies.generators.soft import Soft, SoftParams
+
+        policy = Soft(SoftParams(
+            thinking=sampling, answer=DiscreteParams(answer_temperature, answer_top_p, answer_top_k, answer_min_p),
+            max_topk=max_topk, noise=noise.value, gumbel_tau=gumbel_tau, dirichlet_alpha=dirichlet_alpha,
+            gaussian_sigma=gaussian_sigma, think_start=think_start, think_end=think_end,
+            cold_stop_entropy=cold_stop_entropy, cold_stop_steps=cold_stop_steps, soft_budget=soft_budget))
+    opts = GenerateOptions(n=samples, max_new_tokens=max_new_tokens, stop=list(stop or []), seed=seed,
+                           batch_size=batch_size, trace=trace, raw=raw, prompt_field=prompt_field,
+                           id_field=id_field, on_error=on_error.value)
+    if resume and output == "-":
+        raise InputError("--resume needs -o/--output FILE (it appends to that file)")
+    done = existing_ids(output, id_field) if resume else set()
+
+    def selected():
+        ordinal = -1
+        for rec in read_records(input):
+            ordinal += 1
+            if shard_spec and ordinal % shard_spec[1] != shard_spec[0]:
+                continue
+            if done and rec.data is not None:
+                rid = rec.data.get(id_field)
+                if id_key(rec.line if rid is None else rid) in done:
+                    continue
+            yield rec
+
+    try:
+        loaded = load(model, device, dtype)
+    except ModelNotFound as e:
+        raise InputError(str(e)) from None
+    with progress_bar(quiet) as bar, JsonlWriter(output, append=resume) as out:
+        for record in run(selected(), loaded, policy, opts, progress=bar):
+            out.write(record)

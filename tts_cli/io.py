@@ -1,0 +1,137 @@
+"""JSONL in and out, the way every command does it.
+
+Reading names the line of any malformed record; writing flushes each record as it is finished so
+that an interrupted run keeps everything it completed; a closed downstream pipe ends quietly.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import IO, Any, Iterator
+
+import orjson
+
+
+class InputError(Exception):
+    """A problem with the user's input, reported as one line (never a traceback)."""
+
+
+@dataclass
+class Record:
+    line: int          # 1-based line number in the input
+    data: dict | None  # None when the line could not be parsed
+    error: str | None = None
+
+
+def open_input(path: str | None) -> IO[bytes]:
+    if path in (None, "-"):
+        return sys.stdin.buffer
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror}") from None
+
+
+def read_records(path: str | None) -> Iterator[Record]:
+    """Yield every non-blank line as a Record; a malformed line yields a Record with `error` set."""
+    fh = open_input(path)
+    name = "<stdin>" if path in (None, "-") else path
+    try:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError as e:
+                yield Record(lineno, None, f"{name}:{lineno}: not valid JSON ({e.args[0].split(':')[0]})")
+                continue
+            if not isinstance(obj, dict):
+                yield Record(lineno, None, f"{name}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+                continue
+            yield Record(lineno, obj)
+    finally:
+        if fh is not sys.stdin.buffer:
+            fh.close()
+
+
+def iter_objects(path: str | None) -> Iterator[tuple[int, dict]]:
+    """Like read_records but stops with a clear InputError at the first malformed line."""
+    for rec in read_records(path):
+        if rec.error:
+            raise InputError(rec.error)
+        yield rec.line, rec.data
+
+
+def dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+
+
+class JsonlWriter:
+    """Writes one JSON object per line to a file or stdout, flushing each record.
+
+    `append=True` keeps what an earlier, interrupted run wrote (used by --resume).
+    """
+
+    def __init__(self, path: str | None, append: bool = False):
+        self.path = path
+        if path in (None, "-"):
+            self.fh = sys.stdout.buffer
+        else:
+            d = os.path.dirname(os.path.abspath(path))
+            os.makedirs(d, exist_ok=True)
+            self.fh = open(path, "ab" if append else "wb")
+
+    def write(self, obj: dict) -> None:
+        self.fh.write(dumps(obj) + b"\n")
+        self.fh.flush()
+
+    def close(self) -> None:
+        if self.fh is not sys.stdout.buffer:
+            self.fh.close()
+
+    def __enter__(self) -> "JsonlWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def record_id(obj: dict, line: int, id_field: str = "id") -> Any:
+    """The record's id: its `id` field, else its 1-based line number."""
+    v = obj.get(id_field)
+    return line if v is None else v
+
+
+def existing_ids(path: str | None, id_field: str = "id") -> set:
+    """Ids already written to an output file (for --resume); a torn last line is dropped."""
+    if path in (None, "-") or not os.path.exists(path):
+        return set()
+    ids = set()
+    good_end = 0
+    with open(path, "rb") as fh:
+        data = fh.read()
+    pos = 0
+    for raw in data.split(b"\n"):
+        end = pos + len(raw) + 1
+        if raw.strip():
+            try:
+                obj = orjson.loads(raw)
+                ids.add(_id_key(obj.get(id_field)))
+                good_end = min(end, len(data))
+            except orjson.JSONDecodeError:
+                break  # a record cut off by the interruption: rewrite it
+        pos = end
+    if good_end < len(data):
+        with open(path, "r+b") as fh:
+            fh.truncate(good_end)
+    return ids
+
+
+def _id_key(v: Any) -> str:
+    return orjson.dumps(v).decode()
+
+
+def id_key(v: Any) -> str:
+    """A hashable key for an id that keeps 1 and "1" apart."""
+    return _id_key(v)

