@@ -95,10 +95,13 @@ def sample_sorted(probs: torch.Tensor, ids: torch.Tensor, u: torch.Tensor) -> to
     independent of which other rows share the batch.
     """
     cdf = probs.cumsum(-1)
-    # Scaling u by the total mass and taking the first cdf value strictly above it can only land
-    # on a token with positive probability, whatever the rounding of the cumulative sum.
+    # The first cdf value strictly above u·total never falls on a zero-probability token; only
+    # rounding (u near 1) can run past the end, and then the last token with mass is the draw.
     target = (u.to(cdf.dtype) * cdf[:, -1])[:, None]
-    pos = torch.searchsorted(cdf, target, right=True).clamp(max=probs.shape[-1] - 1)
+    pos = torch.searchsorted(cdf, target, right=True)
+    rank = torch.arange(probs.shape[-1], device=probs.device)
+    last = torch.where(probs > 0, rank, 0).amax(-1, keepdim=True)
+    pos = torch.minimum(pos, last)
     return ids.gather(1, pos).squeeze(1)
 
 

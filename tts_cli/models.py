@@ -57,7 +57,9 @@ def _alias_path(name: str) -> Path:
 
 
 def resolve(name: str) -> tuple[str, Path | str]:
-    """Return (kind, location) with kind in gguf|dir|hub; raise ModelNotFound naming what was tried."""
+    """Return (kind, location) with kind in gguf|dir|hub|tiny; raise ModelNotFound naming what was tried."""
+    if name == "tiny-random" or name.startswith("tiny-random:"):
+        return "tiny", name.partition(":")[2] or "llama"
     if name in ALIASES:
         return "gguf", _alias_path(name)
     p = Path(name).expanduser()
@@ -144,6 +146,13 @@ def load(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto") -
     device = pick_device(device)
     torch_dtype = pick_dtype(dtype, device)
     sha = None
+    if kind == "tiny":
+        from tts_cli.tiny import ARCHS, tiny_model
+
+        if loc not in ARCHS:
+            raise ModelNotFound(f"tiny-random:{loc}: unknown architecture (known: {', '.join(ARCHS)})")
+        model, tok = tiny_model(loc)
+        return Loaded(model.to(device=device, dtype=torch_dtype), tok, name, name, None)
     if kind == "gguf":
         sha = file_sha256(loc)
         loc = _gguf_to_cache(loc, sha)

@@ -1,0 +1,116 @@
+"""The shared decode loop against independent computations with transformers."""
+import math
+
+import pytest
+import torch
+
+from strategies.engine import Engine, Request
+from strategies.generators.discrete import Discrete, DiscreteParams
+from tts_cli.tiny import tiny_model
+
+PROMPTS = ["Hi", "What is two plus two?", "A much longer prompt, to make the lengths differ a lot: 1 2 3 4 5 6 7",
+           "x"]
+
+
+def chat_ids(tok, text):
+    s = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False)
+    return tok(s, add_special_tokens=False)["input_ids"]
+
+
+def run(model, tok, params, n=1, batch_size=64, max_new=24, seed=0, prompts=PROMPTS, **kw):
+    eng = Engine(model, tok, Discrete(params), batch_size=batch_size, max_new_tokens=max_new, seed=seed, **kw)
+    reqs = [Request(key=k, prompt_ids=chat_ids(tok, p), n=n) for k, p in enumerate(prompts)]
+    return eng, list(eng.run(reqs))
+
+
+def hf_greedy(model, ids, max_new, vocab):
+    # padded embedding rows are not tokens: we never emit them, so neither may the reference
+    pad_rows = list(range(vocab, model.config.vocab_size))
+    out = model.generate(torch.tensor([ids]), max_new_tokens=max_new, do_sample=False,
+                         attention_mask=torch.ones(1, len(ids), dtype=torch.long), suppress_tokens=pad_rows or None)
+    return out[0, len(ids):].tolist()
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "mistral"])
+def test_greedy_equals_transformers_generate(arch):
+    model, tok = tiny_model(arch, seed=3)
+    # batch of 3 slots for 4 prompts x 2 samples: rows refill and move slots mid-run
+    _, reqs = run(model, tok, DiscreteParams(temperature=0.0), n=2, batch_size=3)
+    for req, text in zip(reqs, PROMPTS):
+        ref = hf_greedy(model, chat_ids(tok, text), 24, len(tok))
+        for row in req.rows:
+            assert row.ids == ref[: len(row.ids)]
+            # stopped early only at EOS, else ran to the limit
+            assert len(row.ids) == len(ref) or row.ids[-1] == tok.eos_token_id
+
+
+def teacher_forced_logits(model, prompt, gen):
+    with torch.no_grad():
+        out = model(torch.tensor([prompt + gen]))
+    return out.logits[0, len(prompt) - 1: len(prompt) + len(gen) - 1].double()
+
+
+def test_per_token_signals_equal_a_teacher_forced_pass(tiny):
+    model, tok = tiny
+    V = len(tok)
+    _, reqs = run(model, tok, DiscreteParams(temperature=1.0, top_k=20, top_p=0.9), n=3, batch_size=4)
+    checked = 0
+    for req in reqs:
+        for row in req.rows:
+            z = teacher_forced_logits(model, req.prompt_ids, row.ids)[:, :V]
+            lp = torch.log_softmax(z, -1)
+            p = lp.exp()
+            for t, tok_id in enumerate(row.ids):
+                assert row.logprob[t] == pytest.approx(lp[t, tok_id].item(), abs=1e-4)
+                assert row.entropy[t] == pytest.approx(-(p[t] * lp[t]).sum().item(), abs=1e-4)
+                assert row.self_certainty[t] == pytest.approx(-math.log(V) - lp[t].mean().item(), abs=1e-4)
+                assert row.confidence[t] == pytest.approx(-lp[t].topk(20).values.mean().item(), abs=1e-4)
+                checked += 1
+    assert checked > 100
+
+
+def texts(reqs):
+    return [[(r.ids, r.finish) for r in req.rows] for req in reqs]
+
+
+def test_seeded_runs_reproduce_and_ignore_batch_size(tiny):
+    model, tok = tiny
+    params = DiscreteParams(temperature=1.0)
+    _, a = run(model, tok, params, n=3, batch_size=64, seed=7)
+    _, b = run(model, tok, params, n=3, batch_size=64, seed=7)
+    _, c = run(model, tok, params, n=3, batch_size=2, seed=7)
+    _, d = run(model, tok, params, n=3, batch_size=5, seed=8)
+    assert texts(a) == texts(b) == texts(c)
+    assert texts(a) != texts(d)
+    # a record's samples do not depend on which other records share the batch
+    eng = Engine(model, tok, Discrete(params), batch_size=64, max_new_tokens=24, seed=7)
+    only = list(eng.run([Request(key=2, prompt_ids=chat_ids(tok, PROMPTS[2]), n=3)]))
+    assert texts(only)[0] == texts(a)[2]
+    # samples differ from each other
+    assert len({tuple(ids) for ids, _ in texts(a)[1]}) > 1
+
+
+def test_stop_strings_and_max_new_tokens(tiny):
+    model, tok = tiny
+    _, free = run(model, tok, DiscreteParams(temperature=1.0), n=4, max_new=40, ignore_eos=True)
+    assert all(r.finish == "length" and len(r.ids) == 40 for q in free for r in q.rows)
+    # pick a 2-character string that occurs in one of the free-running samples as a stop string
+    row = free[1].rows[0]
+    text = tok.decode(row.ids)
+    stop = text[10:12]
+    eng, stopped = run(model, tok, DiscreteParams(temperature=1.0), n=4, max_new=40, ignore_eos=True, stop=[stop])
+    srow = stopped[1].rows[0]
+    assert srow.finish == "stop"
+    assert srow.ids == row.ids[: len(srow.ids)]  # same stream up to the stop
+    assert stop in tok.decode(srow.ids) and stop not in tok.decode(srow.ids[:-1])
+    assert stop not in eng.text_of(srow)
+
+
+def test_eos_finishes_a_row():
+    model, tok = tiny_model("llama", seed=0)
+    with torch.no_grad():  # make EOS overwhelmingly likely after any token
+        model.lm_head.weight[tok.eos_token_id] *= 0
+        model.lm_head.weight[tok.eos_token_id] += model.model.norm.weight * 0 + 1
+    eng, reqs = run(model, tok, DiscreteParams(temperature=0.0), n=1, max_new=30)
+    ids_eos = [r.ids[-1] == tok.eos_token_id and r.finish == "stop" for q in reqs for r in q.rows]
+    assert any(ids_eos)

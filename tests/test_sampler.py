@@ -1,0 +1,114 @@
+"""The sampler's stages against brute-force numpy computations."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from strategies.sampler import SamplingParams, raw_signals, sample, sample_sorted, truncated_sorted
+
+
+def brute_truncate(z, T, top_k, top_p, min_p):
+    """Reference: the distribution after temperature, top-k, top-p, min-p (dense, by token id)."""
+    z = np.asarray(z, dtype=np.float64)
+    if T == 0:
+        p = np.zeros_like(z)
+        p[np.argmax(z)] = 1
+        return p
+    p = np.exp((z - z.max()) / T)
+    p /= p.sum()
+    order = np.argsort(-p, kind="stable")
+    keep = np.zeros(len(z), bool)
+    kk = top_k if top_k > 0 else len(z)
+    keep[order[:kk]] = True
+    q = np.where(keep, p, 0)
+    q /= q.sum()
+    mass = 0.0
+    for j, tok in enumerate(order):
+        if not keep[tok]:
+            continue
+        if j > 0 and mass >= top_p:
+            keep[tok] = False
+        mass += q[tok]
+    keep &= ~((q < min_p * q.max()) & (np.arange(len(z)) != order[0]))
+    q = np.where(keep, q, 0)
+    return q / q.sum()
+
+
+SETTINGS = [(1.0, 0, 1.0, 0.0), (0.7, 5, 1.0, 0.0), (0.6, 30, 0.95, 0.001), (1.3, 0, 0.5, 0.0),
+            (0.9, 0, 1.0, 0.2), (0.0, 0, 1.0, 0.0), (0.5, 3, 0.3, 0.1)]
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_truncation_matches_brute_force(setting):
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(6, 50, generator=g) * 3
+    sp = SamplingParams.stack([setting] * 6, "cpu")
+    probs, ids = truncated_sorted(logits, sp)
+    for b in range(6):
+        dense = np.zeros(50)
+        dense[ids[b].numpy()] = probs[b].double().numpy()
+        np.testing.assert_allclose(dense, brute_truncate(logits[b].numpy(), *setting), atol=1e-6)
+
+
+def test_mixed_settings_per_row():
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(len(SETTINGS), 40, generator=g) * 2
+    sp = SamplingParams.stack(SETTINGS, "cpu")
+    probs, ids = truncated_sorted(logits, sp)
+    for b, s in enumerate(SETTINGS):
+        dense = np.zeros(40)
+        dense[ids[b].numpy()] = probs[b].double().numpy()
+        np.testing.assert_allclose(dense, brute_truncate(logits[b].numpy(), *s), atol=1e-6)
+
+
+def test_inverse_cdf_draw_follows_the_distribution():
+    probs = torch.tensor([[0.5, 0.3, 0.2, 0.0]])
+    ids = torch.tensor([[7, 3, 9, 1]])
+    us = torch.linspace(0.0005, 0.9995, 1000)
+    drawn = [int(sample_sorted(probs, ids, u[None])) for u in us]
+    counts = {t: drawn.count(t) for t in (7, 3, 9, 1)}
+    assert counts == {7: 500, 3: 300, 9: 200, 1: 0}
+    # u at the very top can never select a zero-probability token
+    assert int(sample_sorted(probs, ids, torch.tensor([0.99999999]))) == 9
+
+
+def test_sampling_frequencies_match_truncated_distribution():
+    logits = torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0, -3.0]])
+    setting = (0.8, 4, 0.9, 0.0)
+    target = brute_truncate(logits[0].numpy(), *setting)
+    rng = np.random.default_rng(0)
+    n = 20000
+    sp = SamplingParams.stack([setting] * n, "cpu")
+    toks = sample(logits.expand(n, -1), sp, torch.tensor(rng.random(n)))
+    freq = np.bincount(toks.numpy(), minlength=6) / n
+    np.testing.assert_allclose(freq, target, atol=0.012)
+    # untruncated path too
+    sp = SamplingParams.stack([(1.0, 0, 1.0, 0.0)] * n, "cpu")
+    toks = sample(logits.expand(n, -1), sp, torch.tensor(rng.random(n)))
+    p = torch.softmax(logits[0].double(), -1).numpy()
+    np.testing.assert_allclose(np.bincount(toks.numpy(), minlength=6) / n, p, atol=0.012)
+
+
+def test_greedy_rows_take_the_argmax_in_a_mixed_batch():
+    logits = torch.tensor([[0.1, 3.0, 2.9], [0.1, 3.0, 2.9]])
+    sp = SamplingParams.stack([(0.0, 0, 1.0, 0.0), (1.0, 0, 1.0, 0.0)], "cpu")
+    toks = sample(logits, sp, torch.tensor([0.999, 0.999]))
+    assert toks[0] == 1 and toks[1] == 2
+
+
+def test_raw_signals_match_formulas():
+    g = torch.Generator().manual_seed(3)
+    V = 37
+    logits = torch.randn(4, V + 5, generator=g) * 2
+    logits[:, V:] = 50.0  # padded rows beyond the vocabulary must be ignored
+    s = raw_signals(logits, V)
+    for b in range(4):
+        z = logits[b, :V].double().numpy()
+        lp = z - z.max() - math.log(np.exp(z - z.max()).sum())
+        p = np.exp(lp)
+        assert s.entropy[b].item() == pytest.approx(-(p * lp).sum(), abs=1e-5)
+        kl = (1 / V) * np.sum(np.log((1 / V) / p))  # KL(U || p)
+        assert s.self_certainty[b].item() == pytest.approx(kl, abs=1e-4)
+        assert s.confidence[b].item() == pytest.approx(-np.sort(lp)[::-1][:20].mean(), abs=1e-5)
+        np.testing.assert_allclose(s.logp[b].numpy(), lp, atol=1e-5)

@@ -1,0 +1,168 @@
+"""Soft Thinking against independent computations and hand-built models."""
+import numpy as np
+import pytest
+import torch
+
+from strategies.engine import Engine, Request
+from strategies.generators.discrete import Discrete, DiscreteParams
+from strategies.generators.soft import Soft, SoftParams, perturb
+from tts_cli.tiny import tiny_model
+from tests.test_engine import PROMPTS, chat_ids
+
+NEVER = "\x00never\x00"  # a think-end string the tiny model will not produce
+
+
+def run(model, tok, policy, n=1, batch_size=64, max_new=20, seed=0, prompts=PROMPTS, keys=None):
+    eng = Engine(model, tok, policy, batch_size=batch_size, max_new_tokens=max_new, seed=seed)
+    keys = keys or list(range(len(prompts)))
+    return eng, list(eng.run([Request(key=k, prompt_ids=chat_ids(tok, p), n=n) for k, p in zip(keys, prompts)]))
+
+
+def ids_of(reqs):
+    return [[r.ids for r in q.rows] for q in reqs]
+
+
+def test_topk1_without_noise_is_greedy(tiny):
+    model, tok = tiny
+    greedy = DiscreteParams(temperature=0.0)
+    _, d = run(model, tok, Discrete(greedy))
+    for T in (0.0, 0.6):
+        soft = Soft(SoftParams(thinking=DiscreteParams(T, 0.95, 30, 0.001), max_topk=1, think_end=NEVER,
+                               cold_stop_entropy=0.0))
+        _, s = run(model, tok, soft)
+        assert ids_of(s) == ids_of(d)
+        assert all(r.state["steps"] == len(r.ids) or r.finish == "stop" for q in s for r in q.rows)
+
+
+def test_injected_embedding_is_the_weighted_mixture(tiny, monkeypatch):
+    model, tok = tiny
+    E = model.get_input_embeddings().weight.detach().double()
+    seen = []
+    from strategies import decoder as dec
+
+    original = dec.Decoder.embed_mixture
+
+    def spy(self, ids, w):
+        x = original(self, ids, w)
+        seen.append((ids.clone(), w.clone(), x.clone()))
+        return x
+
+    monkeypatch.setattr(dec.Decoder, "embed_mixture", spy)
+    soft = Soft(SoftParams(thinking=DiscreteParams(1.0, 1.0, 0, 0.0), max_topk=6, noise="dirichlet",
+                           think_end=NEVER, cold_stop_entropy=0.0))
+    _, reqs = run(model, tok, soft, n=2)
+    # every recorded concept step: weights non-negative, sum to 1, top-1 id = argmax of the weights
+    for q in reqs:
+        for r in q.rows:
+            for step, (ids, w) in enumerate(zip(r.state["topk_ids"], r.state["topk_w"])):
+                assert min(w) >= 0 and sum(w) == pytest.approx(1, abs=1e-3)
+                assert ids[int(np.argmax(w))] == r.ids[step]
+    mixtures = 0
+    for ids, w, x in seen:
+        ref = (w.double()[:, :, None] * E[ids]).sum(1)
+        torch.testing.assert_close(x.double(), ref, atol=1e-5, rtol=1e-5)
+        mixtures += int((w > 0).sum(1).gt(1).sum())
+    assert mixtures > 10  # the check really covered mixtures, not only one-hot inputs
+
+
+def test_noise_functions():
+    rng = np.random.default_rng(0)
+    w = np.array([0.5, 0.3, 0.15, 0.05, 0.0])
+    p = SoftParams(noise="gumbel", gumbel_tau=0.01)
+    sharp = [perturb(w, "gumbel", rng, p) for _ in range(2000)]
+    assert all(s[4] == 0 for s in sharp)  # off-support stays 0
+    # tau -> 0 approaches one-hot
+    peak = {tau: np.mean([perturb(w, "gumbel", rng, SoftParams(gumbel_tau=tau)).max() for _ in range(500)])
+            for tau in (1.0, 0.1, 0.01)}
+    assert peak[1.0] < peak[0.1] < peak[0.01] and peak[0.01] > 0.98
+    assert perturb(w, "gumbel", rng, SoftParams(gumbel_tau=0.0)).max() == 1.0
+    # the perturbed argmax is a true sample from w (Gumbel-max)
+    freq = np.bincount([int(np.argmax(s)) for s in sharp], minlength=5) / 2000
+    np.testing.assert_allclose(freq, w, atol=0.035)
+    d = [perturb(w, "dirichlet", rng, SoftParams(dirichlet_alpha=4.0)) for _ in range(4000)]
+    assert all(x[4] == 0 and abs(x.sum() - 1) < 1e-9 for x in d)
+    np.testing.assert_allclose(np.mean(d, 0), w, atol=0.02)  # E[Dir(a w)] = w
+    g = [perturb(w, "gaussian", rng, SoftParams(gaussian_sigma=0.05)) for _ in range(200)]
+    assert all(x.min() >= 0 and abs(x.sum() - 1) < 1e-9 and x[4] == 0 for x in g)
+    assert perturb(w, "none", rng, p) is w
+
+
+def test_gumbel_samples_differ_and_plain_soft_samples_do_not(tiny):
+    model, tok = tiny
+    plain = Soft(SoftParams(thinking=DiscreteParams(1e-4, 0.95, 30, 0.0), think_end=NEVER, cold_stop_entropy=0.0))
+    _, a = run(model, tok, plain, n=4)
+    assert all(len({tuple(r.ids) for r in q.rows}) == 1 for q in a)
+    noisy = Soft(SoftParams(thinking=DiscreteParams(1.0, 1.0, 0, 0.0), noise="gumbel", think_end=NEVER,
+                            cold_stop_entropy=0.0))
+    _, b = run(model, tok, noisy, n=4)
+    assert all(len({tuple(r.ids) for r in q.rows}) > 1 for q in b)
+
+
+def peaked_model(token: int, scale: float):
+    """A tiny model whose lm_head makes `token` dominate with margin `scale` (entropy controlled)."""
+    model, tok = tiny_model("llama", seed=1)
+    with torch.no_grad():
+        model.lm_head.weight.zero_()  # tied: the input embeddings go to zero too …
+        model.model.embed_tokens.weight.normal_(0, 1)  # … so give inputs fresh random embeddings
+    model.lm_head = torch.nn.Linear(model.config.hidden_size, model.config.vocab_size, bias=True)
+    with torch.no_grad():
+        model.lm_head.weight.zero_()
+        model.lm_head.bias.zero_()
+        model.lm_head.bias[token] = scale
+    return model, tok
+
+
+def test_cold_stop_fires_after_L_low_entropy_steps():
+    model, tok = tiny_model("llama", seed=1)
+    token = tok.convert_tokens_to_ids("a")
+    model, tok = peaked_model(token, 40.0)  # entropy ~ 0 every step
+    L = 5
+    soft = Soft(SoftParams(thinking=DiscreteParams(0.6, 0.95, 30, 0.001), answer=DiscreteParams(0.0),
+                           think_end="END", cold_stop_entropy=0.01, cold_stop_steps=L))
+    eng, reqs = run(model, tok, soft, n=2, max_new=12, prompts=PROMPTS[:2])
+    end_ids = tok("END", add_special_tokens=False)["input_ids"]
+    for q in reqs:
+        for r in q.rows:
+            assert r.state["ended_by"] == "cold_stop" and r.state["steps"] == L
+            assert r.ids[:L] == [token] * L
+            assert r.ids[L: L + len(end_ids)] == end_ids  # inserted as ordinary tokens
+            assert r.state["phase"] == "answer" and len(r.ids) == 12  # and decoding went on
+            assert eng.text_of(r).startswith("a" * L + "END")
+
+
+def test_cold_stop_does_not_fire_on_high_entropy_and_budget_does():
+    model, tok = tiny_model("llama", seed=1)
+    token = tok.convert_tokens_to_ids("a")
+    model, tok = peaked_model(token, 2.0)  # a spread distribution: entropy well above tau
+    soft = Soft(SoftParams(thinking=DiscreteParams(1.0, 1.0, 0, 0.0), think_end="END", cold_stop_entropy=0.01,
+                           cold_stop_steps=3, soft_budget=7))
+    _, reqs = run(model, tok, soft, n=1, max_new=14, prompts=PROMPTS[:1])
+    r = reqs[0].rows[0]
+    assert r.state["ended_by"] == "budget" and r.state["steps"] == 7
+    assert r.ids[7:10] == tok("END", add_special_tokens=False)["input_ids"]
+
+
+def test_think_end_detection_needs_the_whole_string():
+    model, tok = tiny_model("llama", seed=1)
+    a = tok.convert_tokens_to_ids("a")
+    model, tok = peaked_model(a, 40.0)  # the top-1 chain is "aaaa…"
+    one = Soft(SoftParams(think_end="aaa", cold_stop_entropy=0.0, answer=DiscreteParams(0.0)))
+    _, reqs = run(model, tok, one, max_new=8, prompts=PROMPTS[:1])
+    r = reqs[0].rows[0]
+    assert r.state["ended_by"] == "think_end" and r.state["steps"] == 3  # not at the first "a"
+    two = Soft(SoftParams(think_end="ab", cold_stop_entropy=0.0, answer=DiscreteParams(0.0)))
+    _, reqs = run(model, tok, two, max_new=8, prompts=PROMPTS[:1])
+    assert two.sample_fields(reqs[0].rows[0], False)["soft"] == {"steps": 8, "ended_by": "length"}
+
+
+def test_mixed_phase_batch_equals_rows_decoded_alone(tiny):
+    model, tok = tiny
+    params = SoftParams(thinking=DiscreteParams(0.8, 0.95, 30, 0.001), noise="gumbel", think_end=NEVER,
+                        cold_stop_entropy=0.0, soft_budget=4, answer=DiscreteParams(0.7, 1.0, 0, 0.0))
+    # budgets are reached at different steps only if rows start at different times: small batch
+    _, together = run(model, tok, Soft(params), n=3, batch_size=5, max_new=16, seed=3)
+    for k, prompt in enumerate(PROMPTS):
+        _, alone = run(model, tok, Soft(params), n=3, batch_size=1, max_new=16, seed=3, prompts=[prompt], keys=[k])
+        for r1, r2 in zip(together[k].rows, alone[0].rows):
+            assert r1.ids == r2.ids
+            np.testing.assert_allclose(r1.logprob, r2.logprob, rtol=1e-4, atol=1e-4)  # BLAS rounding varies with batch shape

@@ -1,0 +1,171 @@
+"""Side-by-side throughput: our sampler against transformers' generate(), in one process.
+
+Ratios, not absolute times, are what carry from one machine to another; each run also measures
+the machine's float32 matmul peak so tokens/s can be read as a fraction of it.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+FALLBACK_PROMPTS = [
+    "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins for her "
+    "friends every day with four. She sells the remainder at the farmers' market daily for $2 per fresh duck egg. "
+    "How much in dollars does she make every day at the farmers' market?",
+    "A robe takes 2 bolts of blue fiber and half that much white fiber. How many bolts in total does it take?",
+    "Josh decides to try flipping a house. He buys a house for $80,000 and then puts in $50,000 in repairs. "
+    "This increased the value of the house by 150%. How much profit did he make?",
+    "James decides to run 3 sprints 3 times a week. He runs 60 meters each sprint. How many total meters does "
+    "he run a week?",
+]
+SUFFIX = " Please reason step by step, and put your final answer within \\boxed{}."
+
+
+def gsm8k_prompts(n: int) -> list[str]:
+    """The first n GSM8K test questions from ../shared/data when present, else built-in copies."""
+    import orjson
+
+    here = Path(__file__).resolve().parents[1]
+    path = here.parent / "shared" / "data" / "gsm8k_test.jsonl"
+    qs = []
+    if path.exists():
+        with open(path, "rb") as fh:
+            for line in fh:
+                qs.append(orjson.loads(line)["question"])
+                if len(qs) == n:
+                    break
+    qs = qs or FALLBACK_PROMPTS
+    return [q + SUFFIX for q in (qs * n)[:n]]
+
+
+def matmul_peak_gflops(device: str, dtype=torch.float32, size: int = 1024, seconds: float = 1.0) -> float:
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    a @ b
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        reps += 1
+    _sync(device)
+    return 2 * size**3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def _sync(device: str) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+@dataclass
+class Timing:
+    tokens: int
+    seconds: float
+
+    @property
+    def tok_s(self) -> float:
+        return self.tokens / self.seconds
+
+
+def chat_ids(tok, text: str) -> list[int]:
+    s = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False)
+    return tok(s, add_special_tokens=False)["input_ids"]
+
+
+def time_tts(loaded, policy, prompts: list[str], n: int, max_new: int, ignore_eos: bool, batch_size: int,
+             seed: int = 0) -> Timing:
+    from strategies.engine import Engine, Request
+
+    model, tok = loaded.model, loaded.tokenizer
+    eng = Engine(model, tok, policy, batch_size=batch_size, max_new_tokens=max_new, seed=seed,
+                 ignore_eos=ignore_eos)
+    reqs = [Request(key=i, prompt_ids=chat_ids(tok, p), n=n) for i, p in enumerate(prompts)]
+    _sync(str(model.device))
+    t0 = time.perf_counter()
+    for _ in eng.run(reqs):
+        pass
+    _sync(str(model.device))
+    return Timing(eng.tokens_generated, time.perf_counter() - t0)
+
+
+def time_hf(loaded, prompts: list[str], n: int, max_new: int, ignore_eos: bool, temperature: float) -> Timing:
+    """What users write: one generate(num_return_sequences=n) call per prompt."""
+    model, tok = loaded.model, loaded.tokenizer
+    eos = model.generation_config.eos_token_id
+    eos = set(eos if isinstance(eos, list) else [eos])
+    tokens, t0 = 0, time.perf_counter()
+    for p in prompts:
+        ids = torch.tensor([chat_ids(tok, p)], device=model.device)
+        kw = dict(max_new_tokens=max_new, do_sample=temperature > 0, num_return_sequences=n,
+                  attention_mask=torch.ones_like(ids), pad_token_id=tok.pad_token_id)
+        if temperature > 0:
+            kw.update(temperature=temperature, top_k=0, top_p=1.0)
+        if ignore_eos:
+            kw["min_new_tokens"] = max_new
+        with torch.inference_mode():
+            out = model.generate(ids, **kw)[:, ids.shape[1]:].tolist()
+        for seq in out:  # count up to and including the first EOS, not the padding after it
+            cut = next((j + 1 for j, t in enumerate(seq) if t in eos), len(seq))
+            tokens += len(seq) if ignore_eos else cut
+    _sync(str(model.device))
+    return Timing(tokens, time.perf_counter() - t0)
+
+
+WORKLOADS = {
+    # name: (prompts, samples per prompt, max new tokens, ignore EOS, temperature)
+    "fixed": (1, 32, 128, True, 0.7),
+    "realistic": (4, 16, 256, False, 0.7),
+}
+
+
+def bench_vs_hf(loaded, workload: str, batch_size: int = 64, warmup: bool = True) -> dict:
+    from strategies.generators.discrete import Discrete, DiscreteParams
+
+    n_prompts, n, max_new, ignore_eos, temp = WORKLOADS[workload]
+    prompts = gsm8k_prompts(n_prompts)
+    policy = Discrete(DiscreteParams(temperature=temp))
+    if warmup:
+        time_tts(loaded, policy, prompts[:1], 2, 4, True, batch_size)
+        time_hf(loaded, prompts[:1], 2, 4, True, temp)
+    ours = time_tts(loaded, policy, prompts, n, max_new, ignore_eos, batch_size)
+    theirs = time_hf(loaded, prompts, n, max_new, ignore_eos, temp)
+    return _report(loaded, workload, {"tts": ours, "hf": theirs}, "tts", "hf",
+                   extra={"prompts": n_prompts, "samples": n, "max_new_tokens": max_new, "ignore_eos": ignore_eos,
+                          "temperature": temp, "batch_size": batch_size})
+
+
+def bench_soft(loaded, rows: int = 32, max_new: int = 128, batch_size: int = 64) -> dict:
+    """Soft vs discrete decoding on the same prompt, settings and row count (paper defaults)."""
+    from strategies.generators.discrete import Discrete, DiscreteParams
+    from strategies.generators.soft import Soft, SoftParams
+
+    prompts = gsm8k_prompts(1)
+    thinking = DiscreteParams(temperature=0.6, top_p=0.95, top_k=30, min_p=0.001)
+    # No think-end, Cold Stop or budget: every step of the measured run is a concept token.
+    soft = Soft(SoftParams(thinking=thinking, think_end="\u0000never\u0000", cold_stop_entropy=0.0))
+    discrete = Discrete(thinking)
+    time_tts(loaded, soft, prompts, 2, 4, True, batch_size)
+    time_tts(loaded, discrete, prompts, 2, 4, True, batch_size)
+    s = time_tts(loaded, soft, prompts, rows, max_new, True, batch_size)
+    d = time_tts(loaded, discrete, prompts, rows, max_new, True, batch_size)
+    return _report(loaded, "soft", {"soft": s, "discrete": d}, "soft", "discrete",
+                   extra={"rows": rows, "max_new_tokens": max_new, "max_topk": 10})
+
+
+def _report(loaded, workload: str, timings: dict[str, Timing], num: str, den: str, extra: dict) -> dict:
+    device = str(loaded.model.device)
+    params = sum(p.numel() for p in loaded.model.parameters())
+    peak = matmul_peak_gflops(device, loaded.model.dtype)
+    out = {"workload": workload, "model": loaded.name, "device": device,
+           "dtype": str(loaded.model.dtype).removeprefix("torch."), "threads": torch.get_num_threads()}
+    for name, t in timings.items():
+        out[f"{name}_tok_s"] = round(t.tok_s, 2)
+        out[f"{name}_tokens"] = t.tokens
+        out[f"{name}_seconds"] = round(t.seconds, 3)
+    out["ratio"] = round(timings[num].tok_s / timings[den].tok_s, 3)
+    out["matmul_peak_gflops"] = round(peak, 1)
+    # 2 FLOPs per parameter per token is the dense-matmul floor of a decode step
+    out["peak_fraction"] = round(timings[num].tok_s * 2 * params / (peak * 1e9), 4)
+    out.update(extra)
+    return out

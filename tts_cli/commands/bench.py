@@ -1,0 +1,59 @@
+"""`tts bench`: our sampler against transformers' generate(), side by side in one process."""
+from __future__ import annotations
+
+from enum import Enum
+
+import typer
+
+from tts_cli.io import InputError
+
+
+class Workload(str, Enum):
+    fixed = "fixed"
+    realistic = "realistic"
+
+
+class BenchMode(str, Enum):
+    discrete = "discrete"
+    soft = "soft"
+
+
+def bench(
+    workload: Workload = typer.Option(Workload.fixed, "--workload", "-w",
+                                      help="fixed: 32 samples of one GSM8K prompt, exactly 128 new tokens (EOS ignored). "
+                                      "realistic: 4 GSM8K prompts x 16 samples, up to 256 tokens, EOS honoured, T=0.7, "
+                                      "against one generate(num_return_sequences=16) per prompt."),
+    mode: BenchMode = typer.Option(BenchMode.discrete, "--mode",
+                                   help="discrete: against generate(); soft: soft vs discrete tokens/s at 32 rows."),
+    model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model to time (see tts generate --model)."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Rows decoded together by our sampler."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto | float32 | bfloat16 | float16."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+) -> None:
+    """Measure tokens/s of our sampler against transformers' generate() (or soft vs discrete)."""
+    import orjson
+
+    from tts_cli.benchmark import bench_soft, bench_vs_hf
+    from tts_cli.models import ModelNotFound, load
+
+    try:
+        loaded = load(model, device, dtype)
+    except ModelNotFound as e:
+        raise InputError(str(e)) from None
+    if mode is BenchMode.soft:
+        result = bench_soft(loaded, batch_size=batch_size)
+        a, b = "soft", "discrete"
+    else:
+        result = bench_vs_hf(loaded, workload.value, batch_size=batch_size)
+        a, b = "tts", "hf"
+    if json_out:
+        typer.echo(orjson.dumps(result).decode())
+        return
+    typer.echo(f"workload  {result['workload']}  ({result['model']}, {result['device']}, {result['dtype']}, "
+               f"{result['threads']} threads)")
+    for name in (a, b):
+        typer.echo(f"{name:<9} {result[f'{name}_tok_s']:>9.1f} tok/s  ({result[f'{name}_tokens']} tokens in "
+                   f"{result[f'{name}_seconds']:.1f} s)")
+    typer.echo(f"ratio     {result['ratio']:>9.2f}x")
+    typer.echo(f"peak      {result['peak_fraction'] * 100:>8.1f}% of a {result['matmul_peak_gflops']:.0f} GFLOP/s matmul")
