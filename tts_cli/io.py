@@ -44,10 +44,10 @@ def read_records(path: str | None) -> Iterator[Record]:
             try:
                 obj = orjson.loads(raw)
             except orjson.JSONDecodeError as e:
-                yield Record(lineno, None, f"{name}:{lineno}: not valid JSON ({e.args[0].split(':')[0]})")
+                yield Record(lineno, None, f"{name} line {lineno}: not valid JSON ({e.args[0].split(':')[0]})")
                 continue
             if not isinstance(obj, dict):
-                yield Record(lineno, None, f"{name}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+                yield Record(lineno, None, f"{name} line {lineno}: expected a JSON object, got {type(obj).__name__}")
                 continue
             yield Record(lineno, obj)
     finally:

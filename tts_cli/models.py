@@ -141,11 +141,40 @@ def pick_dtype(dtype: str, device: str):
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
+def _tokenizer(kind: str, loc):
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    # Our own converted copy always has a tokenizer.json; the direct class skips AutoTokenizer's
+    # 2-3 s of probing.
+    tok_cls = PreTrainedTokenizerFast if kind == "gguf" else AutoTokenizer
+    return tok_cls.from_pretrained(str(loc), local_files_only=True)
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def load_tokenizer(name: str = DEFAULT_MODEL):
+    """The tokenizer alone (for rendering traces)."""
+    kind, loc = resolve(name)
+    _quiet_transformers()
+    if kind == "tiny":
+        from tts_cli.tiny import byte_tokenizer
+
+        return byte_tokenizer()
+    if kind == "gguf":
+        loc = _gguf_to_cache(loc, file_sha256(loc))
+    return _tokenizer(kind, loc)
+
+
 def load(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto") -> Loaded:
     kind, loc = resolve(name)
     device = pick_device(device)
     torch_dtype = pick_dtype(dtype, device)
-    sha = None
+    _quiet_transformers()
     if kind == "tiny":
         from tts_cli.tiny import ARCHS, tiny_model
 
@@ -153,18 +182,13 @@ def load(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto") -
             raise ModelNotFound(f"tiny-random:{loc}: unknown architecture (known: {', '.join(ARCHS)})")
         model, tok = tiny_model(loc)
         return Loaded(model.to(device=device, dtype=torch_dtype), tok, name, name, None)
+    sha = None
     if kind == "gguf":
         sha = file_sha256(loc)
         loc = _gguf_to_cache(loc, sha)
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
-    from transformers.utils import logging as hf_logging
+    from transformers import AutoModelForCausalLM
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    # Our own converted copy always has a tokenizer.json; the direct class skips AutoTokenizer's
-    # 2-3 s of probing.
-    tok_cls = PreTrainedTokenizerFast if kind == "gguf" else AutoTokenizer
-    tok = tok_cls.from_pretrained(str(loc), local_files_only=True)
+    tok = _tokenizer(kind, loc)
     model = AutoModelForCausalLM.from_pretrained(str(loc), dtype=torch_dtype, local_files_only=True)
     model.to(device).eval()
     return Loaded(model, tok, name, str(loc), sha)

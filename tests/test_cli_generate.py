@@ -1,0 +1,129 @@
+"""`tts generate` end to end on the tiny random model: the JSONL contract, errors, resume, shard."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import orjson
+import pytest
+
+from tests.cli import tts
+
+TINY = ["--model", "tiny-random", "--max-new-tokens", "12", "--quiet"]
+
+
+def assert_same_samples(a, b):
+    """Same tokens and text; floats may differ in the last digit, since BLAS rounding depends on
+    the batch's shape."""
+    assert len(a) == len(b)
+    for ra, rb in zip(a, b):
+        for sa, sb in zip(ra, rb):
+            assert {k: v for k, v in sa.items() if not isinstance(v, float)} == \
+                {k: v for k, v in sb.items() if not isinstance(v, float)}
+            for k, v in sa.items():
+                if isinstance(v, float):
+                    assert v == pytest.approx(sb[k], rel=1e-4, abs=2e-4)
+
+
+def lines(*objs):
+    return "".join(orjson.dumps(o).decode() + "\n" for o in objs)
+
+
+def test_output_contract():
+    r = tts("generate", "-", "-n", "3", "--seed", "4", "--trace", *TINY,
+            input=lines({"id": "q1", "prompt": "Hi", "answer": "5", "extra": [1]}, {"prompt": "Yo"}))
+    assert r.code == 0, r.stderr
+    recs = r.records()
+    assert [x["id"] for x in recs] == ["q1", 2]  # missing id: the line number
+    assert recs[0]["extra"] == [1] and recs[0]["answer"] == "5"
+    run = recs[0]["run"]
+    for key in ("tool", "version", "model", "mode", "n", "temperature", "top_p", "top_k", "min_p",
+                "max_new_tokens", "seed"):
+        assert key in run
+    assert run["seed"] == 4 and run["n"] == 3 and run["mode"] == "discrete"
+    for s in recs[0]["samples"]:
+        assert s["finish"] in ("stop", "length")
+        t = s["trace"]
+        assert len(t["ids"]) == s["n_tokens"] == len(t["logprob"]) == len(t["entropy"])
+        assert s["logprob"] == pytest.approx(sum(t["logprob"]), abs=1e-3)
+        assert s["mean_logprob"] == pytest.approx(s["logprob"] / s["n_tokens"], abs=1e-3)
+        assert s["confidence"] == pytest.approx(sum(t["confidence"]) / s["n_tokens"], abs=1e-3)
+    assert [s["i"] for s in recs[0]["samples"]] == [0, 1, 2]
+
+
+def test_same_seed_same_bytes_and_batch_size_does_not_matter():
+    inp = lines(*({"id": i, "prompt": f"question {i}"} for i in range(5)))
+    a = tts("generate", "-n", "3", "--seed", "9", *TINY, input=inp)
+    b = tts("generate", "-n", "3", "--seed", "9", "--batch-size", "2", *TINY, input=inp)
+    c = tts("generate", "-n", "3", "--seed", "9", *TINY, input=inp)
+    assert a.stdout == c.stdout
+    assert_same_samples([x["samples"] for x in a.records()], [x["samples"] for x in b.records()])
+
+
+@pytest.mark.parametrize("bad,message", [
+    ("{not json", "line 2"),
+    ('{"id": 1}', "neither 'prompt' nor 'messages'"),
+    ('{"prompt": "   "}', "empty prompt"),
+    ('{"prompt": "' + "x" * 600 + '"}', "longer than the model's context"),
+    ("[1, 2]", "expected a JSON object"),
+])
+def test_malformed_input_names_the_line(bad, message):
+    inp = lines({"prompt": "fine"}) + bad + "\n" + lines({"prompt": "also fine"})
+    r = tts("generate", *TINY, input=inp)
+    assert r.code == 2 and message in r.stderr and "2" in r.stderr
+    assert len(r.records()) == 1  # the record before the bad line was written
+    r = tts("generate", "--on-error", "skip", *TINY, input=inp)
+    assert r.code == 0
+    recs = r.records()
+    assert len(recs) == 3 and "error" in recs[1] and "samples" not in recs[1]
+    assert message in recs[1]["error"]
+
+
+def test_shard_splits_and_concatenates():
+    inp = lines(*({"id": i, "prompt": f"p{i}"} for i in range(7)))
+    whole = {x["id"]: x for x in tts("generate", "--seed", "1", *TINY, input=inp).records()}
+    parts = [tts("generate", "--seed", "1", "--shard", f"{i}/3", *TINY, input=inp).records() for i in range(3)]
+    assert [x["id"] for x in parts[1]] == [1, 4]
+    merged = {x["id"]: x for p in parts for x in p}
+    assert merged == whole
+    assert tts("generate", "--shard", "3/3", *TINY, input=inp).code == 2
+
+
+def test_unknown_model_is_one_clear_line():
+    r = tts("generate", "--model", "no/such-model-here", input=lines({"prompt": "x"}))
+    assert r.code == 2 and "not found" in r.stderr and "tried" in r.stderr
+
+
+def test_kill_then_resume_keeps_every_finished_record(tmp_path):
+    inp = tmp_path / "in.jsonl"
+    inp.write_text(lines(*({"id": i, "prompt": f"prompt number {i}"} for i in range(300))))
+    out = tmp_path / "out.jsonl"
+    cmd = [sys.executable, "-m", "tts_cli.app", "generate", str(inp), "-o", str(out), "--seed", "2",
+           "--batch-size", "4", "-n", "2", "--model", "tiny-random", "--max-new-tokens", "40", "--quiet"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not out.exists() or out.read_bytes().count(b"\n") < 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kept = out.read_bytes()
+    done = [orjson.loads(x) for x in kept.split(b"\n")[: kept.count(b"\n")]]
+    assert 3 <= len(done) < 300
+    assert [d["id"] for d in done] == list(range(len(done)))
+    r = tts("generate", inp, "-o", out, "--resume", "--seed", "2", "-n", "2", "--model", "tiny-random",
+            "--max-new-tokens", "40", "--quiet")
+    assert r.code == 0, r.stderr
+    resumed = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+    assert [d["id"] for d in resumed] == list(range(300))
+    fresh = tts("generate", inp, "--seed", "2", "-n", "2", "--model", "tiny-random", "--max-new-tokens", "40",
+                "--quiet").records()
+    assert_same_samples([d["samples"] for d in resumed], [d["samples"] for d in fresh])
+
+
+def test_closed_pipe_exits_quietly():
+    script = (f"printf '{lines(*({'prompt': 'p%d' % i} for i in range(40)))}' | "
+              f"{sys.executable} -m tts_cli.app generate --model tiny-random --max-new-tokens 30 | head -n 1")
+    p = subprocess.run(["bash", "-o", "pipefail", "-c", script], capture_output=True, text=True, timeout=300)
+    assert p.stdout.count("\n") == 1 and orjson.loads(p.stdout)["id"] == 1
+    assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr
