@@ -58,6 +58,9 @@ class Decoder:
         self.v: list[torch.Tensor] = []
 
     # ----- cache management -------------------------------------------------------------
+    # All cache writes run in inference mode: the cache may have been (re)allocated inside a
+    # decode step, and inference tensors cannot be updated in place outside it.
+    @torch.inference_mode()
     def ensure_capacity(self, positions: int) -> None:
         """Grow every slot to hold `positions` tokens (amortised doubling, copy on growth)."""
         if positions <= self.capacity:
@@ -75,6 +78,7 @@ class Decoder:
             store[:] = grown
         self.capacity = new
 
+    @torch.inference_mode()
     def write_prefix(self, slot: int, prefix: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Copy a prefilled prompt's keys/values ([kv_heads, L, head_dim] per layer) into a slot."""
         if not prefix:
@@ -85,6 +89,7 @@ class Decoder:
             self.k[layer][slot, :, :n] = k
             self.v[layer][slot, :, :n] = v
 
+    @torch.inference_mode()
     def move_slot(self, src: int, dst: int, length: int) -> None:
         """Move a row's cache to another slot (keeps active rows in slots 0..B-1)."""
         for store in (self.k, self.v):
@@ -145,14 +150,18 @@ class Decoder:
         h = x[:, None, :]
         cos, sin = self.rotary(h, positions[:, None])
         cos, sin = cos[:, None], sin[:, None]
-        rows = torch.arange(B, device=self.device)
+        # flat row index of (slot b, head h, position p) in a [slots*kv_heads*capacity, head_dim] view:
+        # one index_copy_ per tensor is much cheaper than advanced-index assignment
+        heads = torch.arange(self.n_kv, device=self.device)
+        flat = ((torch.arange(B, device=self.device)[:, None] * self.n_kv + heads) * self.capacity
+                + positions[:, None]).reshape(-1)
         # row b may attend to cache positions 0..positions[b]
         mask = (torch.arange(span, device=self.device)[None, :] <= positions[:, None])[:, None, None, :]
         for i, layer in enumerate(self.layers):
             q, k, v = self._qkv(layer, layer.input_layernorm(h), cos, sin)
             kc, vc = self.k[i], self.v[i]
-            kc[rows, :, positions] = k[:, :, 0]
-            vc[rows, :, positions] = v[:, :, 0]
+            kc.view(-1, self.head_dim).index_copy_(0, flat, k.reshape(-1, self.head_dim))
+            vc.view(-1, self.head_dim).index_copy_(0, flat, v.reshape(-1, self.head_dim))
             o = F.scaled_dot_product_attention(q, kc[:B, :, :span], vc[:B, :, :span], attn_mask=mask,
                                                scale=self.scaling, enable_gqa=self.n_kv != self.n_heads)
             h = self._finish_layer(layer, h, o)

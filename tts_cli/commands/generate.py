@@ -141,5 +141,6 @@ def generate(
     except ModelNotFound as e:
         raise InputError(str(e)) from None
     with progress_bar(quiet) as bar, JsonlWriter(output, append=resume) as out:
-        for record in run(selected(), loaded, policy, opts, progress=bar):
+        for k, record in enumerate(run(selected(), loaded, policy, opts, progress=bar), start=1):
             out.write(record)
+            bar.set_postfix_str(f"{k} prompts done", refresh=False)
