@@ -127,3 +127,17 @@ def test_closed_pipe_exits_quietly():
     p = subprocess.run(["bash", "-o", "pipefail", "-c", script], capture_output=True, text=True, timeout=300)
     assert p.stdout.count("\n") == 1 and orjson.loads(p.stdout)["id"] == 1
     assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr
+
+
+def test_soft_mode_defaults_follow_the_paper():
+    r = tts("generate", "--mode", "soft", "-n", "2", "--soft-budget", "3", "--think-end", "END", *TINY,
+            input=lines({"prompt": "Hi"}))
+    assert r.code == 0, r.stderr
+    run = r.records()[0]["run"]
+    assert (run["temperature"], run["top_p"], run["top_k"], run["min_p"], run["max_topk"]) == (0.6, 0.95, 30, 0.001, 10)
+    assert (run["answer_temperature"], run["answer_top_p"], run["answer_top_k"], run["answer_min_p"]) == (0.6, 0.95, 30, 0.0)
+    assert (run["cold_stop_entropy"], run["cold_stop_steps"], run["noise"]) == (0.01, 256, "none")
+    for s in r.records()[0]["samples"]:
+        assert s["soft"]["ended_by"] in ("budget", "eos", "think_end", "length")
+    d = tts("generate", "-n", "1", *TINY, input=lines({"prompt": "Hi"})).records()[0]["run"]
+    assert (d["temperature"], d["top_p"], d["top_k"], d["min_p"]) == (1.0, 1.0, 0, 0.0)

@@ -56,11 +56,16 @@ def generate(
                               help="Model alias, local Hugging Face directory, .gguf file, or a hub id already in the local cache."),
     mode: Mode = typer.Option(Mode.discrete, "--mode", help="How traces are sampled."),
     samples: int = typer.Option(1, "-n", "--samples", min=1, help="Samples (traces) per prompt."),
-    temperature: float = typer.Option(1.0, "--temperature", "-t", min=0.0,
-                                      help="Sampling temperature; 0 = greedy. In soft mode: the thinking temperature (paper: 0.6)."),
-    top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass (1 = off). Soft paper: 0.95."),
-    top_k: int = typer.Option(0, "--top-k", min=0, help="Keep the k most likely tokens (0 = off). Soft paper: 30."),
-    min_p: float = typer.Option(0.0, "--min-p", min=0.0, max=1.0, help="Drop tokens below min_p x the top probability (0 = off). Soft paper: 0.001."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", "-t", min=0.0, show_default=False,
+                                                help="Sampling temperature; 0 = greedy. In soft mode the thinking temperature. "
+                                                "[default: 1.0 discrete, 0.6 soft]"),
+    top_p: Optional[float] = typer.Option(None, "--top-p", min=0.0, max=1.0, show_default=False,
+                                          help="Nucleus sampling mass (1 = off). [default: 1.0 discrete, 0.95 soft]"),
+    top_k: Optional[int] = typer.Option(None, "--top-k", min=0, show_default=False,
+                                        help="Keep the k most likely tokens (0 = off). [default: 0 discrete, 30 soft]"),
+    min_p: Optional[float] = typer.Option(None, "--min-p", min=0.0, max=1.0, show_default=False,
+                                          help="Drop tokens below min_p x the top probability (0 = off). "
+                                          "[default: 0 discrete, 0.001 soft]"),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1, help="Most tokens generated per sample."),
     stop: Optional[List[str]] = typer.Option(None, "--stop", help="Stop string (repeatable); cut from the text."),
     seed: int = typer.Option(0, "--seed", help="Seed; with the record id and sample index it fixes every random number."),
@@ -99,18 +104,24 @@ def generate(
 ) -> None:
     """Sample N traces per prompt and write one JSONL record per input record (docs/format.md)."""
     from strategies.generators.discrete import DiscreteParams
+    from strategies.generators.soft import SoftParams
     from tts_cli.io import JsonlWriter, existing_ids, id_key, read_records
     from tts_cli.models import ModelNotFound, load
     from tts_cli.runner import GenerateOptions, generate as run
 
     shard_spec = parse_shard(shard)
-    sampling = DiscreteParams(temperature, top_p, top_k, min_p)
+    # Each mode has its own defaults: plain sampling for discrete, the paper's settings for soft.
+    base = DiscreteParams() if mode is Mode.discrete else SoftParams().thinking
+    sampling = DiscreteParams(base.temperature if temperature is None else temperature,
+                              base.top_p if top_p is None else top_p,
+                              base.top_k if top_k is None else top_k,
+                              base.min_p if min_p is None else min_p)
     if mode is Mode.discrete:
         from strategies.generators.discrete import Discrete
 
         policy = Discrete(sampling)
     else:
-        from strategies.generators.soft import Soft, SoftParams
+        from strategies.generators.soft import Soft
 
         policy = Soft(SoftParams(
             thinking=sampling, answer=DiscreteParams(answer_temperature, answer_top_p, answer_top_k, answer_min_p),
