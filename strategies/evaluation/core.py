@@ -1,0 +1,176 @@
+"""Problems with gold answers, the summary table, and accuracy-vs-K curves (RPC's protocol)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Iterable
+
+import numpy as np
+
+from strategies.aggregators.api import Pool, aggregate_pools, build_pool, prepare, stack
+from strategies.aggregators.base import TIE_TOL, Aggregator, Batch, decide
+from strategies.evaluation.metrics import brier, ece, pass_at_k, tie_credit
+from verifiers import equivalent, normalize_gold
+
+
+@dataclass
+class Problem:
+    pool: Pool
+    gold: str
+    correct: np.ndarray       # (C,) bool: answer class c is equivalent to gold
+    aggregates: dict          # label -> entry, as `tts aggregate` wrote them
+
+    @property
+    def n_correct(self) -> int:
+        return int(np.sum(self.correct[self.pool.groups.ids[self.pool.groups.ids >= 0]]))
+
+
+def load_problems(records: Iterable[dict], methods: Iterable[Aggregator] = (),
+                  extract: str = "auto") -> tuple[list[Problem], dict]:
+    """Problems from aggregated (or plain generate) records.
+
+    Records without a gold `answer` or without `samples` are skipped and counted in the second
+    value. Samples without `pred` are extracted with `extract`. `methods` makes sure the per-sample
+    signals those methods need are present (PoolError otherwise, with `.position` set).
+    """
+    methods = list(methods)
+    problems, skipped = [], {"no_gold": 0, "no_samples": 0}
+    for pos, rec in enumerate(records):
+        gold = normalize_gold(rec.get("answer"))
+        if not isinstance(rec.get("samples"), list):
+            skipped["no_samples"] += 1
+            continue
+        if gold is None:
+            skipped["no_gold"] += 1
+            continue
+        pool = build_pool(rec["samples"], methods, extract, pos)
+        correct = np.array([equivalent(rep, gold) for rep in pool.groups.reps], dtype=bool)
+        problems.append(Problem(pool, gold, correct, rec.get("aggregates") or {}))
+    return problems, skipped
+
+
+def default_ks(n: int) -> list[int]:
+    """Powers of two up to n, and n itself."""
+    ks = [1 << e for e in range(max(n, 1).bit_length()) if (1 << e) <= n]
+    return ks + ([n] if n and ks[-1] != n else [])
+
+
+# --- the summary table -----------------------------------------------------------------------
+
+def _entry_credit(entry: dict, gold: str) -> tuple[float, float]:
+    """(tie credit, confidence) of one recorded aggregate."""
+    scores = entry.get("scores") or {}
+    if not scores:
+        return (float(equivalent(entry.get("answer"), gold)), float(entry.get("confidence") or 0.0))
+    top = max(scores.values())
+    winners = [a for a, s in scores.items() if s >= top - TIE_TOL]
+    credit = sum(equivalent(a, gold) for a in winners) / len(winners)
+    return credit, float(entry.get("confidence") or 0.0)
+
+
+def _method_row(problems: list[Problem], label: str, tokens: float) -> dict:
+    pairs = np.array([_entry_credit(p.aggregates[label], p.gold) for p in problems]).reshape(-1, 2)
+    credit, conf = pairs[:, 0], pairs[:, 1]
+    return {"accuracy": float(credit.mean()), "ece": ece(conf, credit), "brier": brier(conf, credit),
+            "tokens": tokens}
+
+
+def common_labels(problems: list[Problem]) -> list[str]:
+    """Aggregate labels present in every problem, in the order of the first."""
+    if not problems:
+        return []
+    labels = list(problems[0].aggregates)
+    return [lab for lab in labels if all(lab in p.aggregates for p in problems)]
+
+
+def summarize(problems: list[Problem], methods: list[tuple[str, Aggregator]] | None = None,
+              ks: list[int] | None = None, jobs: int = 1) -> dict:
+    """Per-method accuracy (ties earn 1/|ties|), ECE (10 bins), Brier and mean tokens per
+    problem; mean single-sample accuracy, unbiased pass@k and the oracle (any sample correct).
+
+    Methods: the recorded `aggregates` found in every problem, or, with `methods`, a fresh
+    aggregation of the pools.
+    """
+    if methods:
+        fresh = aggregate_pools([p.pool for p in problems], methods, jobs=jobs)
+        problems = [replace(p, aggregates=a) for p, a in zip(problems, fresh)]
+    labels = [lab for lab, _ in methods] if methods else common_labels(problems)
+    n = np.array([p.pool.size for p in problems])
+    c = np.array([p.n_correct for p in problems])
+    tokens = float(np.mean([p.pool.n_tokens for p in problems])) if problems else float("nan")
+    ks = ks or default_ks(int(n.max()) if n.size else 1)
+    return {
+        "problems": len(problems),
+        "samples": int(n.max()) if n.size else 0,
+        "methods": {lab: _method_row(problems, lab, tokens) for lab in labels},
+        "single_sample_accuracy": float(np.mean(np.divide(c, n, out=np.zeros(len(n)), where=n > 0))) if n.size else float("nan"),
+        "pass_at_k": {int(k): float(np.mean(pass_at_k(n, c, k))) for k in ks} if n.size else {},
+        "oracle": float(np.mean(c > 0)) if n.size else float("nan"),
+        "tokens": tokens,
+    }
+
+
+# --- curves ----------------------------------------------------------------------------------
+
+def take(b: Batch, rows: np.ndarray, idx: np.ndarray) -> Batch:
+    """The Batch of samples idx (R,K) of rows `rows` (R,) of b."""
+    r = rows[:, None]
+    return Batch(b.cls[r, idx], b.n_classes, {k: v[r, idx] for k, v in b.fields.items()},
+                 b.text[r, idx], b.need_used, b.jobs)
+
+
+def draw_subsets(sizes: np.ndarray, k: int, repeats: int, seed: int) -> np.ndarray:
+    """(repeats, P, min(k, max size)) sorted sample indices: a uniform random k-subset of each
+    problem's samples per repeat. A problem with fewer than k samples gets all of them (the
+    padding positions beyond its size carry no sample). Seeded per (seed, k), so adding a K
+    value leaves the other curves unchanged."""
+    P, N = len(sizes), int(sizes.max())
+    rng = np.random.default_rng([seed, k])
+    keys = rng.random((repeats, P, N))
+    keys[:, np.arange(N)[None, :] >= sizes[:, None]] = np.inf
+    return np.sort(np.argsort(keys, axis=2, kind="stable")[:, :, :min(k, N)], axis=2)
+
+
+def _class_table(problems: list[Problem], n_classes: int) -> np.ndarray:
+    table = np.zeros((len(problems), n_classes), dtype=bool)
+    for j, p in enumerate(problems):
+        table[j, :p.correct.size] = p.correct
+    return table
+
+
+def curve(problems: list[Problem], methods: list[tuple[str, Aggregator]], ks: list[int] | None = None,
+          repeats: int = 10, seed: int = 0, jobs: int = 1) -> dict:
+    """Accuracy vs K: for each K, `repeats` seeded random K-subsets of every problem's samples are
+    re-aggregated by every method; mean ± std (over repeats) of accuracy and mean ECE per method.
+
+    Identical subsets (K at or above a problem's size, or chance repeats) are aggregated once.
+    """
+    prepare([p.pool for p in problems], [m for _, m in methods])
+    full = stack([p.pool for p in problems], need_used=False, jobs=jobs)
+    sizes = np.array([p.pool.size for p in problems])
+    ks = ks or default_ks(int(sizes.max()))
+    correct = _class_table(problems, full.n_classes)
+    n_correct = np.array([p.n_correct for p in problems])
+    P = len(problems)
+    out = {"k": list(ks), "repeats": repeats, "seed": seed, "problems": P,
+           "methods": {lab: {"accuracy_mean": [], "accuracy_std": [], "ece_mean": []} for lab, _ in methods},
+           "pass_at_k": [], "tokens_mean": []}
+    for k in ks:
+        idx = draw_subsets(sizes, k, repeats, seed).reshape(repeats * P, -1)
+        rows = np.tile(np.arange(P), repeats)
+        key = np.concatenate([rows[:, None], idx], axis=1)
+        uniq, inverse = np.unique(key, axis=0, return_inverse=True)
+        sub = take(full, uniq[:, 0], uniq[:, 1:])
+        tokens = np.nansum(sub.fields["n_tokens"], axis=1)[inverse].reshape(repeats, P)
+        out["tokens_mean"].append(float(tokens.mean()))
+        out["pass_at_k"].append(float(np.mean(pass_at_k(sizes, n_correct, k))))
+        for label, method in methods:
+            raw, _ = method.score(sub)
+            d = decide(raw, sub.cls, sub.n_classes)
+            credit = tie_credit(d.winners, correct[uniq[:, 0]])[inverse].reshape(repeats, P)
+            conf = d.confidence[inverse].reshape(repeats, P)
+            acc = credit.mean(axis=1)
+            row = out["methods"][label]
+            row["accuracy_mean"].append(float(acc.mean()))
+            row["accuracy_std"].append(float(acc.std()))
+            row["ece_mean"].append(float(np.mean([ece(conf[r], credit[r]) for r in range(repeats)])))
+    return out

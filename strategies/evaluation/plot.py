@@ -1,0 +1,30 @@
+"""Accuracy vs K with error bands: the test-time-scaling picture."""
+from __future__ import annotations
+
+
+def plot_curve(c: dict, path: str, title: str | None = None) -> None:
+    """Draw mean accuracy ± std per method against K (log-2 axis), with pass@K dashed, to `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    ks = np.array(c["k"], dtype=float)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=150)
+    for label, row in c["methods"].items():
+        mean, std = np.array(row["accuracy_mean"]), np.array(row["accuracy_std"])
+        line, = ax.plot(ks, mean, marker="o", markersize=3, label=label)
+        ax.fill_between(ks, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.plot(ks, c["pass_at_k"], linestyle="--", color="gray", label="pass@K (oracle)")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks)
+    ax.set_xticklabels([str(int(k)) for k in ks])
+    ax.set_xlabel("K (samples per problem)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title or f"Accuracy vs K ({c['problems']} problems, {c['repeats']} subsets per K)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,113 @@
+"""Answer extraction, normalisation and the shared equivalence function."""
+import threading
+
+import pytest
+
+from verifiers import (
+    equivalent, extract_answer, group_answers, normalize_answer, normalize_gold,
+)
+
+
+@pytest.mark.parametrize("text, expected", [
+    (r"first \boxed{1} then \boxed{\frac{1}{2}}.", r"\frac{1}{2}"),
+    (r"nested \boxed{\frac{a^{2}}{b_{1}}} done", r"\frac{a^{2}}{b_{1}}"),
+    (r"\boxed{3} and a cut-off \boxed{\frac{1}{", "3"),   # the unfinished last box is not an answer
+    (r"so the result is \boxed 7.", "7"),
+    (r"\fbox{12}", "12"),
+    ("no box here", None),
+])
+def test_boxed(text, expected):
+    assert extract_answer(text, "boxed") == expected
+
+
+@pytest.mark.parametrize("method, text, expected", [
+    ("gsm8k", "She has 3 + 15 = 18 eggs.\n#### 18", "18"),
+    ("gsm8k", "#### 1,234 dollars", "1,234"),
+    ("gsm8k", "no marker", None),
+    ("answer-is", "Thus the answer is 42 apples. Next line", "42"),
+    ("answer-is", r"The final answer is $\frac{3}{4}$.", r"\frac{3}{4}"),
+    ("answer-is", "Answer: x = 5", "x = 5"),
+    ("answer-is", r"the answer is \boxed{9}", "9"),
+    ("last-number", "It costs $1,250.50, not 3", "3"),
+    ("last-number", "from -4 to -7.5.", "-7.5"),
+    ("last-number", "nothing", None),
+    ("choice", r"so the answer is (C).", "C"),
+    ("choice", r"\boxed{\text{(B)}}", "B"),
+    ("choice", "Option (A) is wrong, (D) is right", "D"),
+])
+def test_extractors(method, text, expected):
+    assert extract_answer(text, method) == expected
+
+
+def test_auto_prefers_boxed_then_answer_is_then_last_number():
+    assert extract_answer(r"the answer is 3, or \boxed{4}; 5") == "4"
+    assert extract_answer("the answer is 3; then 5 more") == "3"
+    assert extract_answer("we get 3 and then 5") == "5"
+    assert extract_answer("") is None and extract_answer(None) is None
+
+
+def test_unknown_extraction_is_an_error():
+    with pytest.raises(ValueError, match="unknown extraction"):
+        extract_answer("x", "nope")
+
+
+@pytest.mark.parametrize("a, b", [
+    ("1,000", "1000"), ("1000", "1000.0"), ("1,000", "1000.00"), (r"\frac{1}{2}", "0.5"),
+    (r"\dfrac{1}{2}", "1/2"), (r"$\boxed{18}$", "18"), ("-3", "-3.0"), ("18.", "18"),
+    ("x=5", "5"), (r"\sqrt{2}/2", r"\frac{\sqrt{2}}{2}"), (r"10\%", "0.1"),
+])
+def test_equivalent(a, b):
+    assert equivalent(a, b) and equivalent(b, a)
+
+
+@pytest.mark.parametrize("a, b", [("3", "4"), ("1000", "100"), (r"\frac{1}{2}", "0.25"),
+                                  ("x", "y"), (None, "1"), ("", ""), (None, None)])
+def test_not_equivalent(a, b):
+    assert not equivalent(a, b)
+
+
+@pytest.mark.parametrize("a, b, same", [
+    # the value screen that spares math-verify calls must not change its verdicts
+    ("(x+1)^2", "x^2+2x+1", True), (r"2\sqrt{2}", r"\sqrt{8}", True), ("0.3333333", r"\frac{1}{3}", True),
+    (r"\frac{\sqrt{2}}{2}", r"\frac{1}{\sqrt{2}}", True), ("x^2+1", r"\frac{\pi}{2}", False),
+    ("x^2+1", "x^2+2", False), (r"\pi", "3.14", False), ("2x", "2y", False), ("x=5", "5", True),
+])
+def test_equivalence_of_expressions(a, b, same):
+    from math_verify import parse, verify
+
+    assert equivalent(a, b) is same
+    pa, pb = parse("\\boxed{" + a + "}"), parse("\\boxed{" + b + "}")
+    assert (verify(pa, pb) or verify(pb, pa)) is same  # what math-verify alone says
+
+
+def test_equivalence_works_outside_the_main_thread():
+    # math-verify's time limit uses SIGALRM, which only the main thread may set.
+    out = []
+    t = threading.Thread(target=lambda: out.append(equivalent(r"\frac{\sqrt{3}}{3}", r"\frac{1}{\sqrt{3}}")))
+    t.start()
+    t.join()
+    assert out == [True]
+
+
+@pytest.mark.parametrize("gold, expected", [
+    ("Natalia sold 48/2 = 24 clips.\n#### 72", "72"),
+    ("#### 1,000", "1000"),
+    (18.0, "18"), (2.5, "2.5"), (7, "7"),
+    (r"so $x = \boxed{\dfrac{1}{2}}$.", r"\frac{1}{2}"),
+    ([" 5 "], "5"), (None, None),
+])
+def test_normalize_gold(gold, expected):
+    assert normalize_gold(gold) == expected
+
+
+def test_normalize_answer():
+    assert normalize_answer(r" $\boxed{\text{B}}$ ") == "B"
+    assert normalize_answer(r"\left( 1,2 \right)") == "( 1,2 )"
+    assert normalize_answer(None) is None and normalize_answer("  ") is None
+
+
+def test_group_answers_uses_first_member_as_representative():
+    g = group_answers(["18", "18.0", None, "16", r"\frac{36}{2}", "x", "1,6"])
+    assert g.ids.tolist() == [0, 0, -1, 1, 0, 2, 3]
+    assert g.reps == ["18", "16", "x", "1,6"]
+    assert g.index("18.00") == 0 and g.index("99") == -1

@@ -1,0 +1,103 @@
+"""`tts eval`: score aggregated records against their gold answers; accuracy-vs-K curves."""
+from __future__ import annotations
+
+import sys
+from typing import List, Optional
+
+import typer
+
+from tts_cli.commands._common import (
+    EXTRACT_HELP, JOBS_HELP, checked_extract, default_jobs, methods_or_error, records_with_lines,
+    translate_pool_errors,
+)
+from tts_cli.io import InputError
+
+
+def parse_ks(text: str | None) -> list[int] | None:
+    """`auto` (None: powers of two up to N) or a comma-separated list of positive integers."""
+    if text is None or text.strip().lower() in ("", "auto"):
+        return None
+    try:
+        ks = [int(k) for k in text.split(",") if k.strip()]
+    except ValueError:
+        raise InputError(f"--curve {text!r}: expected K1,K2,... (positive integers) or auto") from None
+    if not ks or min(ks) < 1:
+        raise InputError(f"--curve {text!r}: every K must be >= 1")
+    return sorted(set(ks))
+
+
+def _curve_methods(problems, methods):
+    """The methods a curve re-aggregates: those asked for, else those recorded in the records."""
+    from strategies.aggregators.api import method_from_entry
+    from strategies.evaluation.core import common_labels
+
+    if methods:
+        return methods
+    try:
+        return [(lab, method_from_entry(lab, problems[0].aggregates[lab])) for lab in common_labels(problems)]
+    except ValueError as e:
+        raise InputError(f"cannot re-aggregate the recorded methods: {e}") from None
+
+
+def evaluate(
+    input: str = typer.Argument("-", help="Aggregated JSONL (`tts aggregate` output) with gold `answer`, or - for stdin."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+    curve: Optional[str] = typer.Option(None, "--curve",
+                                        help="Accuracy vs K: K1,K2,... or auto (powers of two up to N, and N). "
+                                             "Default: no curve (auto when --plot is given)."),
+    repeats: int = typer.Option(10, "--repeats", min=1, help="Random subsets per K."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random subsets."),
+    plot: Optional[str] = typer.Option(None, "--plot", help="Write the accuracy-vs-K figure here (PNG, PDF, SVG). Default: no figure."),
+    method: Optional[List[str]] = typer.Option(None, "-m", "--method",
+                                               help="Aggregate with these methods instead of reading the recorded "
+                                                    "`aggregates` (as in `tts aggregate`). Default: the recorded ones."),
+    opt: Optional[List[str]] = typer.Option(None, "--opt", help="Method options for -m, as in `tts aggregate`. Default: none."),
+    extract: str = typer.Option("auto", "--extract", help=EXTRACT_HELP),
+    jobs: int = typer.Option(0, "--jobs", "-j", min=0, help=JOBS_HELP),
+) -> None:
+    """Score aggregated records against gold answers; --curve for accuracy vs K (RPC's protocol)."""
+    from strategies.evaluation import curve as run_curve, default_ks, load_problems, summarize
+    from strategies.evaluation.report import curve_table, summary_table
+    from tts_cli.io import dumps
+
+    methods = methods_or_error(method, opt or []) if method else None
+    records, lines = records_with_lines(input)
+    with translate_pool_errors(input, lines):
+        problems, skipped = load_problems(records, [m for _, m in methods or []], checked_extract(extract))
+    for reason, count in skipped.items():
+        if count:
+            print(f"tts: warning: skipped {count} record(s): {reason.replace('_', ' ')}", file=sys.stderr)
+    if not problems:
+        raise InputError("no record has both `samples` and a gold `answer`")
+    jobs = default_jobs(jobs)
+    ks = parse_ks(curve)
+    result = summarize(problems, methods, ks=ks, jobs=jobs)
+    if not result["methods"] and not methods:
+        print("tts: warning: no recorded `aggregates` common to all records; run `tts aggregate` or pass -m",
+              file=sys.stderr)
+    if curve is not None or plot:
+        chosen = _curve_methods(problems, methods)
+        ks = ks or default_ks(result["samples"])
+        with translate_pool_errors(input, lines):
+            result["curve"] = run_curve(problems, chosen, ks, repeats=repeats, seed=seed, jobs=jobs)
+        if plot:
+            from strategies.evaluation.plot import plot_curve
+
+            plot_curve(result["curve"], plot)
+            print(f"tts: wrote {plot}", file=sys.stderr)
+    if as_json:
+        sys.stdout.buffer.write(dumps(result) + b"\n")
+    else:
+        text = summary_table(result)
+        if "curve" in result:
+            text += "\n\n" + curve_table(result["curve"])
+        print(text)
+
+
+evaluate.__doc__ += (
+    "\n\nPer method: accuracy (tied winners earn 1/|ties| each), ECE (10 bins over the winner's "
+    "confidence), Brier score and mean tokens per problem; for the pool: mean single-sample accuracy, "
+    "unbiased pass@k and the oracle (any sample correct).\n\n"
+    "--curve: for each K, --repeats seeded random K-subsets of every problem's samples are "
+    "re-aggregated; mean ± std accuracy per method. --plot draws it (log-2 K axis, error bands)."
+)
