@@ -166,3 +166,17 @@ def test_mixed_phase_batch_equals_rows_decoded_alone(tiny):
         for r1, r2 in zip(together[k].rows, alone[0].rows):
             assert r1.ids == r2.ids
             np.testing.assert_allclose(r1.logprob, r2.logprob, rtol=1e-4, atol=1e-4)  # BLAS rounding varies with batch shape
+
+
+def test_think_start_delays_thinking_until_the_text_appears():
+    model, tok = tiny_model("llama", seed=1)
+    a = tok.convert_tokens_to_ids("a")
+    model, tok = peaked_model(a, 40.0)
+    late = Soft(SoftParams(think_start="aaa", think_end=NEVER, cold_stop_entropy=0.0, answer=DiscreteParams(0.0)))
+    _, reqs = run(model, tok, late, max_new=8, prompts=PROMPTS[:1])
+    st = reqs[0].rows[0].state
+    assert st["start"] == 3 and st["steps"] == 5  # three ordinary tokens, then concept tokens
+    # already in the rendered prompt: thinking from the first generated token
+    early = Soft(SoftParams(think_start="user", think_end=NEVER, cold_stop_entropy=0.0))
+    _, reqs = run(model, tok, early, max_new=8, prompts=PROMPTS[:1])
+    assert reqs[0].rows[0].state["start"] == 0 and reqs[0].rows[0].state["steps"] == 8
