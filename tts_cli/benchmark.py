@@ -69,8 +69,10 @@ class Timing:
 
 
 def chat_ids(tok, text: str) -> list[int]:
-    s = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False)
-    return tok(s, add_special_tokens=False)["input_ids"]
+    """The prompt exactly as `tts generate` tokenises it (chat template, no extra specials)."""
+    from tts_cli.runner import GenerateOptions, prompt_ids
+
+    return prompt_ids({"prompt": text}, tok, GenerateOptions())
 
 
 def time_tts(loaded, policy, prompts: list[str], n: int, max_new: int, ignore_eos: bool, batch_size: int,
