@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import torch
 
-from strategies.decoder import Decoder
+from strategies.decoder import Decoder, SharedPrefixes
 from strategies.rng import row_rng
 from strategies.sampler import raw_signals
 
@@ -74,7 +74,8 @@ class Step:
 
 class Engine:
     def __init__(self, model, tokenizer, policy, *, batch_size: int = 64, max_new_tokens: int = 256,
-                 stop: Iterable[str] = (), seed: int = 0, ignore_eos: bool = False, progress=None):
+                 stop: Iterable[str] = (), seed: int = 0, ignore_eos: bool = False, progress=None,
+                 share_prefix: bool = True):
         self.decoder = Decoder(model, max_slots=batch_size)
         self.tokenizer = tokenizer
         self.policy = policy
@@ -89,6 +90,7 @@ class Engine:
         self.vocab_size = len(tokenizer)
         self.progress = progress
         self.tokens_generated = 0
+        self.share_prefix = share_prefix
         policy.bind(self)
 
     # ----- scheduling ------------------------------------------------------------------
@@ -141,8 +143,6 @@ class Engine:
         self.decoder.write_prefix(slot, row.req.prefix)
         active.append(row)
         row.req.unplaced -= 1
-        if row.req.unplaced == 0:
-            row.req.prefix = None  # every row has its copy; free the shared one
 
     def _retire(self, active: list[Row]) -> None:
         """Drop finished rows, moving the last active row into each hole."""
@@ -151,6 +151,9 @@ class Engine:
             if active[slot].finish is None:
                 slot += 1
                 continue
+            req = active[slot].req
+            if req.unplaced == 0 and all(r.finish for r in req.rows):
+                req.prefix = None  # no row reads the shared prompt cache any more
             last = active.pop()
             if slot < len(active):
                 self.decoder.move_slot(len(active), slot, last.pos)
@@ -165,7 +168,7 @@ class Engine:
         w = torch.tensor([r.inp_w + [0.0] * len(p) for r, p in zip(active, pad)], dtype=torch.float32)
         x = self.decoder.embed_mixture(ids.to(dev), w.to(dev))
         positions = torch.tensor([r.pos for r in active], device=dev)
-        logits = self.decoder.decode(x, positions)[:, : self.vocab_size]
+        logits = self.decoder.decode(x, positions, self._shared(active))[:, : self.vocab_size]
         sig = raw_signals(logits, self.vocab_size)
         steps = self.policy.choose(active, logits, sig)
         for b, (r, st) in enumerate(zip(active, steps)):
@@ -175,8 +178,7 @@ class Engine:
             r.inp_ids, r.inp_w = st.next_ids, st.next_w
             r.ids.append(st.token)
         toks = torch.tensor([r.ids[-1] for r in active], device=dev)
-        rows = torch.arange(len(active), device=dev)
-        lp = sig.logp[rows, toks].tolist()
+        lp = sig.logprob(toks).tolist()
         ent, sc, conf = sig.entropy.tolist(), sig.self_certainty.tolist(), sig.confidence.tolist()
         for b, r in enumerate(active):
             r.logprob.append(lp[b])
@@ -189,6 +191,28 @@ class Engine:
         self.tokens_generated += len(active)
         if self.progress is not None:
             self.progress.update(len(active))
+
+    # Prefix-shared attention pays a few small ops per group and layer, and saves re-reading the
+    # prompt's cache once per extra row; with fewer than this many rows per prompt on average it
+    # is not worth it and every row reads its own copy.
+    SHARE_MIN_ROWS = 4
+
+    def _shared(self, active: list[Row]) -> SharedPrefixes | None:
+        if not self.share_prefix:
+            return None
+        groups: dict[int, list[int]] = {}
+        for b, r in enumerate(active):
+            groups.setdefault(id(r.req), []).append(b)
+        if len(active) < self.SHARE_MIN_ROWS * len(groups):
+            self.decoder.unshare()
+            return None
+        # a stable group order lets the decoder keep its stacked prompt caches from step to step
+        rows = sorted(groups.values(), key=lambda rs: id(active[rs[0]].req))
+        prefixes = [active[rs[0]].req.prefix for rs in rows]
+        if not all(prefixes):
+            self.decoder.unshare()
+            return None
+        return self.decoder.share(prefixes, rows, len(active))
 
     def _check_finish(self, r: Row) -> None:
         if r.forced:

@@ -18,27 +18,46 @@ CONFIDENCE_TOP_K = 20  # DeepConf's k
 class Signals:
     """Per-row statistics of the raw (temperature 1, untruncated) next-token distribution."""
 
-    logp: torch.Tensor            # [B, V] log-probabilities over the real vocabulary
+    shifted: torch.Tensor         # [B, V] logits minus each row's maximum (real vocabulary only)
+    log_norm: torch.Tensor        # [B] log Σ exp(shifted): log p = shifted - log_norm
     entropy: torch.Tensor         # [B]
     self_certainty: torch.Tensor  # [B]
     confidence: torch.Tensor      # [B]
+
+    @property
+    def logp(self) -> torch.Tensor:
+        """[B, V] log-probabilities (materialised on demand: the decode loop needs only `logprob`)."""
+        return self.shifted - self.log_norm[:, None]
+
+    def logprob(self, tokens: torch.Tensor) -> torch.Tensor:
+        """log p of one token per row, [B]."""
+        return self.shifted.gather(1, tokens[:, None]).squeeze(1) - self.log_norm
 
 
 def raw_signals(logits: torch.Tensor, vocab_size: int) -> Signals:
     """Entropy, self-certainty KL(U||p) and DeepConf confidence from the raw distribution.
 
     Padded embedding rows beyond the tokenizer's vocabulary are not tokens: they are dropped
-    before the softmax so that V in self-certainty is the real vocabulary size.
+    before the softmax so that V in self-certainty is the real vocabulary size. Everything is
+    derived from one shifted copy of the logits and one exp, without materialising log p: these
+    passes over [B, 49k] run every step.
     """
     z = logits[:, :vocab_size].float()
-    logp = torch.log_softmax(z, dim=-1)
-    p = logp.exp()
-    # 0 * -inf would be nan for tokens with zero probability; their contribution is 0.
-    entropy = -(p * logp.nan_to_num(neginf=0.0)).sum(-1)
-    self_certainty = -math.log(vocab_size) - logp.mean(-1)
+    y = z - z.amax(-1, keepdim=True)
+    e = y.exp()
+    total = e.sum(-1)
+    log_norm = total.log()
+    # H = -Σ p log p = log_norm - Σ e·y / total
+    ey = torch.linalg.vecdot(e, y)
+    bad = ey.isnan()  # 0 · -inf from tokens with zero probability (-inf logits); they add 0
+    if bool(bad.any()):
+        ey[bad] = torch.linalg.vecdot(e[bad], y[bad].nan_to_num(neginf=0.0))
+    entropy = log_norm - ey / total
+    # KL(U || p) = -log V - mean(log p)
+    self_certainty = -math.log(vocab_size) - (y.mean(-1) - log_norm)
     k = min(CONFIDENCE_TOP_K, vocab_size)
-    confidence = -logp.topk(k, dim=-1).values.mean(-1)
-    return Signals(logp, entropy, self_certainty, confidence)
+    confidence = log_norm - y.topk(k, dim=-1).values.mean(-1)
+    return Signals(y, log_norm, entropy, self_certainty, confidence)
 
 
 @dataclass
@@ -107,15 +126,30 @@ def sample_sorted(probs: torch.Tensor, ids: torch.Tensor, u: torch.Tensor) -> to
 
 def sample(logits: torch.Tensor, sp: SamplingParams, u: torch.Tensor) -> torch.Tensor:
     """One token id per row: greedy for temperature 0, else a draw from the truncated distribution."""
-    if bool((sp.temperature <= 0).all()):
+    greedy = sp.temperature <= 0
+    if bool(greedy.all()):
         return logits.argmax(-1)
     if not sp.truncates():
-        # No truncation: no sort needed; any fixed order gives a valid inverse-CDF sample.
-        greedy = sp.temperature <= 0
-        temp = torch.where(greedy, torch.ones_like(sp.temperature), sp.temperature)
-        probs = torch.softmax(logits.float() / temp[:, None], dim=-1)
-        ids = torch.arange(logits.shape[-1], device=logits.device).expand_as(probs)
-        drawn = sample_sorted(probs, ids, u)
-        return torch.where(greedy, logits.argmax(-1), drawn)
+        drawn = _sample_untruncated(logits, torch.where(greedy, torch.ones_like(sp.temperature), sp.temperature), u)
+        return torch.where(greedy, logits.argmax(-1), drawn) if bool(greedy.any()) else drawn
     probs, ids = truncated_sorted(logits, sp)
     return sample_sorted(probs, ids, u)
+
+
+def _sample_untruncated(logits: torch.Tensor, temperature: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draw from softmax(z/T) in vocabulary order, without sorting or normalising.
+
+    The same draw as sample_sorted over the identity order, in fewer passes over the vocabulary.
+    """
+    z = logits.float()
+    w = ((z - z.amax(-1, keepdim=True)) / temperature[:, None]).exp_()
+    cdf = w.cumsum(-1)
+    target = (u.to(cdf.dtype) * cdf[:, -1])[:, None]
+    pos = torch.searchsorted(cdf, target, right=True).squeeze(1)
+    over = pos >= w.shape[-1]
+    if bool(over.any()):
+        # u·total rounded up to the total: the draw is the last token with mass
+        rank = torch.arange(w.shape[-1], device=w.device)
+        last = torch.where(w[over] > 0, rank, 0).amax(-1)
+        pos = pos.masked_scatter(over, last)
+    return pos

@@ -50,10 +50,14 @@ def teacher_forced_logits(model, prompt, gen):
     return out.logits[0, len(prompt) - 1: len(prompt) + len(gen) - 1].double()
 
 
-def test_per_token_signals_equal_a_teacher_forced_pass(tiny):
+@pytest.mark.parametrize("n,batch_size", [(3, 4), (8, 20)])
+def test_per_token_signals_equal_a_teacher_forced_pass(tiny, n, batch_size, monkeypatch):
+    """(3, 4): each row reads its own cache; (8, 20): rows share their prompt's cache (cascade)."""
     model, tok = tiny
     V = len(tok)
-    _, reqs = run(model, tok, DiscreteParams(temperature=1.0, top_k=20, top_p=0.9), n=3, batch_size=4)
+    shares = count_shared_steps(monkeypatch)
+    _, reqs = run(model, tok, DiscreteParams(temperature=1.0, top_k=20, top_p=0.9), n=n, batch_size=batch_size)
+    assert (shares[0] > 0) == (n >= Engine.SHARE_MIN_ROWS)
     checked = 0
     for req in reqs:
         for row in req.rows:
@@ -67,6 +71,78 @@ def test_per_token_signals_equal_a_teacher_forced_pass(tiny):
                 assert row.confidence[t] == pytest.approx(-lp[t].topk(20).values.mean().item(), abs=1e-4)
                 checked += 1
     assert checked > 100
+
+
+def count_shared_steps(monkeypatch) -> list[int]:
+    from strategies.decoder import Decoder
+
+    calls = [0]
+    original = Decoder.decode
+
+    def spy(self, x, positions, shared=None):
+        calls[0] += shared is not None
+        return original(self, x, positions, shared)
+
+    monkeypatch.setattr(Decoder, "decode", spy)
+    return calls
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+def test_shared_prefix_attention_equals_per_row_attention(arch):
+    """Cascade attention (prompt cache read once per group, merged by log-sum-exp) against the plain
+    per-row path: interleaved groups of different sizes and prompt lengths, rows at different positions."""
+    from strategies.decoder import Decoder
+
+    model, tok = tiny_model(arch, seed=4)
+    dec = Decoder(model, max_slots=16)
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(0, len(tok), (L,), generator=g) for L in (9, 23, 14)]
+    rows = [[0, 3, 5, 9, 10], [1, 2, 6], [4, 7, 8, 11, 12, 13]]
+    B = 14
+    prefixes = [dec.prefill(p) for p in prompts]
+    positions = torch.zeros(B, dtype=torch.long)
+    for p, rs, prefix in zip(prompts, rows, prefixes):
+        for b in rs:
+            dec.write_prefix(b, prefix)
+            positions[b] = len(p)
+    D = model.config.hidden_size
+    for step in range(6):  # a few steps, so rows also attend to their own earlier tokens
+        x = torch.randn(B, D, generator=g)
+        pos = positions + step + torch.arange(B) % 3 * (step > 0)
+        if step % 2:
+            plain = dec.decode(x, pos)  # writes this step's keys/values, which decode(shared) rewrites identically
+            shared = dec.decode(x, pos, dec.share(prefixes, rows, B))
+        else:
+            shared = dec.decode(x, pos, dec.share(prefixes, rows, B))
+            plain = dec.decode(x, pos)
+        torch.testing.assert_close(shared, plain, atol=2e-5, rtol=1e-5)
+
+
+def test_attend_matches_its_reference():
+    from strategies.decoder import attend, attend_reference
+
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(3, 2, 4, 8, generator=g), torch.randn(3, 2, 11, 8, generator=g),
+               torch.randn(3, 2, 11, 8, generator=g))
+    mask = torch.zeros(3, 1, 1, 11).masked_fill_(torch.rand(3, 1, 1, 11, generator=g) < 0.4, float("-inf"))
+    mask[..., 0] = 0.0
+    out, lse = attend(q, k, v, mask, 0.3)
+    ref_out, ref_lse = attend_reference(q, k, v, mask, 0.3)
+    torch.testing.assert_close(out, ref_out, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(lse, ref_lse, atol=1e-5, rtol=1e-5)
+    s = (q @ k.transpose(-1, -2)) * 0.3 + mask
+    torch.testing.assert_close(lse, torch.logsumexp(s, -1), atol=1e-5, rtol=1e-5)
+
+
+def test_shared_and_per_row_decoding_give_the_same_samples(tiny):
+    model, tok = tiny
+    params = DiscreteParams(temperature=1.0)
+    _, a = run(model, tok, params, n=6, batch_size=24, max_new=40, seed=3, share_prefix=True)
+    _, b = run(model, tok, params, n=6, batch_size=24, max_new=40, seed=3, share_prefix=False)
+    assert texts(a) == texts(b)
+    for qa, qb in zip(a, b):
+        for ra, rb in zip(qa.rows, qb.rows):
+            assert ra.logprob == pytest.approx(rb.logprob, abs=1e-5)
 
 
 def texts(reqs):

@@ -112,3 +112,21 @@ def test_raw_signals_match_formulas():
         assert s.self_certainty[b].item() == pytest.approx(kl, abs=1e-4)
         assert s.confidence[b].item() == pytest.approx(-np.sort(lp)[::-1][:20].mean(), abs=1e-5)
         np.testing.assert_allclose(s.logp[b].numpy(), lp, atol=1e-5)
+
+
+def test_untruncated_draw_is_the_inverse_cdf_in_vocabulary_order():
+    """The fast path (no sort, no normalisation) picks exactly the token whose cumulative mass
+    first exceeds u, computed independently in float64."""
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(6, 50, generator=g) * 3
+    logits[2, 30:] = float("-inf")  # zero-probability tail: never drawn, even at u -> 1
+    temps = torch.tensor([1.0, 0.7, 1.3, 0.5, 1.0, 2.0])
+    sp = SamplingParams(temps, torch.zeros(6, dtype=torch.long), torch.ones(6), torch.zeros(6))
+    for u in [0.0, 1e-6, 0.2, 0.5, 0.77, 0.999999, 1.0 - 1e-12]:
+        uu = torch.full((6,), u, dtype=torch.float64)
+        got = sample(logits, sp, uu)
+        for b in range(6):
+            p = torch.softmax(logits[b].double() / temps[b].double(), -1).numpy()
+            cdf = np.cumsum(p)
+            want = min(int(np.searchsorted(cdf, u * cdf[-1], side="right")), int(np.nonzero(p)[0].max()))
+            assert int(got[b]) == want, (b, u)
