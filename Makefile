@@ -29,6 +29,8 @@ demo: install
 bench: install
 	$(VENV)/bin/tts bench --workload fixed
 	$(VENV)/bin/tts bench --workload realistic
+	$(VENV)/bin/tts bench --mode soft
+	$(VENV)/bin/python -m benchmarks.prefix_sharing
 
 clean:
 	rm -rf $(VENV) build *.egg-info
