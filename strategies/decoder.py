@@ -51,14 +51,17 @@ class SharedPrefixes:
         self.start = torch.tensor(start, device=device)
 
 
+# A private op (it is what F.scaled_dot_product_attention runs on CPU); fall back if a release drops it.
+_CPU_FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
+
 def attend(q, k, v, mask=None, scale=None):
     """Attention output and log-sum-exp of the scores, for [B, heads, Lq, hd] queries against
     [B, heads, Lk, hd] keys/values, with an optional additive float mask broadcast to
     [B, heads, Lq, Lk]. The log-sum-exp lets two attentions over disjoint key sets be merged
     exactly. On CPU this is SDPA's own fused kernel, which returns it; elsewhere plain math."""
-    if q.device.type == "cpu":
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            q, k, v, 0.0, False, attn_mask=mask, scale=scale)
+    if q.device.type == "cpu" and _CPU_FLASH is not None:
+        out, lse = _CPU_FLASH(q, k, v, 0.0, False, attn_mask=mask, scale=scale)
         return out, lse
     return attend_reference(q, k, v, mask, scale)
 

@@ -30,6 +30,27 @@ def test_real_model_greedy_equals_generate_and_signals_are_exact(real_model):
             assert row.self_certainty[t] == pytest.approx(-math.log(V) - lp[t].mean().item(), abs=1e-4)
 
 
+def test_real_model_shared_prompt_attention_is_exact(real_model):
+    """8 samples per prompt: rows read their prompt's cache through prefix-shared attention
+    (9 query heads over 3 key/value heads); every sampled token's log-probability must still be
+    the teacher-forced one."""
+    from tests.test_engine import count_shared_steps
+
+    model, tok = real_model.model, real_model.tokenizer
+    with pytest.MonkeyPatch.context() as mp:
+        shares = count_shared_steps(mp)
+        eng = Engine(model, tok, Discrete(DiscreteParams(0.8)), batch_size=16, max_new_tokens=12, seed=1)
+        reqs = list(eng.run([Request(key=i, prompt_ids=chat_ids(tok, p), n=8) for i, p in enumerate(PROMPTS[:2])]))
+    assert shares[0] > 0
+    V = len(tok)
+    for req in reqs:
+        for row in req.rows:
+            lp = torch.log_softmax(teacher_forced_logits(model, req.prompt_ids, row.ids)[:, :V], -1)
+            got = torch.tensor(row.logprob, dtype=torch.float64)
+            want = lp[torch.arange(len(row.ids)), torch.tensor(row.ids)]
+            torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+
+
 def test_real_model_soft_topk1_is_greedy(real_model):
     model, tok = real_model.model, real_model.tokenizer
     reqs = [Request(key=0, prompt_ids=chat_ids(tok, PROMPTS[1]), n=2)]
