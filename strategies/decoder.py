@@ -129,7 +129,7 @@ class Decoder:
         self.capacity = 0
         self.k: list[torch.Tensor] = []
         self.v: list[torch.Tensor] = []
-        self._stack_key: tuple = ()
+        self._stack_src: list = []   # the prompts whose caches `_stack` holds, padded and stacked
         self._stack = None
 
     # ----- cache management -------------------------------------------------------------
@@ -220,8 +220,10 @@ class Decoder:
 
         The padded stack of the prompts' keys/values is rebuilt only when the set of prompts changes.
         """
-        key = tuple(id(p) for p in prefixes)
-        if key != self._stack_key:
+        # compared by identity while holding the prompts themselves: ids alone could be reused by
+        # a later prompt once an earlier one is freed
+        same = len(prefixes) == len(self._stack_src) and all(a is b for a, b in zip(prefixes, self._stack_src))
+        if not same:
             self._stack = None  # free the old stack before building the new one
             lengths = [p[0][0].shape[1] for p in prefixes]
             L = max(lengths)
@@ -239,13 +241,13 @@ class Decoder:
             pad = torch.arange(L, device=self.device)[None, :] >= n[:, None]
             mask = torch.zeros(pad.shape, dtype=self.dtype, device=self.device).masked_fill_(pad, float("-inf"))
             self._stack = ((ks, vs, mask[:, None, None, :]), n)
-            self._stack_key = key
+            self._stack_src = list(prefixes)
         stacked, n = self._stack
         return SharedPrefixes(stacked, n.tolist(), rows, batch, self.device)
 
     def unshare(self) -> None:
         """Free the stacked prompt caches."""
-        self._stack_key, self._stack = (), None
+        self._stack_src, self._stack = [], None
 
     @torch.inference_mode()
     def decode(self, x: torch.Tensor, positions: torch.Tensor,
