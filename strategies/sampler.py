@@ -113,15 +113,21 @@ def sample_sorted(probs: torch.Tensor, ids: torch.Tensor, u: torch.Tensor) -> to
     Using a caller-supplied uniform (not torch's global generator) is what makes a row's draw
     independent of which other rows share the batch.
     """
-    cdf = probs.cumsum(-1)
-    # The first cdf value strictly above u·total never falls on a zero-probability token; only
-    # rounding (u near 1) can run past the end, and then the last token with mass is the draw.
+    return ids.gather(1, _inverse_cdf(probs, u)[:, None]).squeeze(1)
+
+
+def _inverse_cdf(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Per row, the first position whose cumulative weight exceeds u·total (weights >= 0, any scale)."""
+    cdf = weights.cumsum(-1)
     target = (u.to(cdf.dtype) * cdf[:, -1])[:, None]
-    pos = torch.searchsorted(cdf, target, right=True)
-    rank = torch.arange(probs.shape[-1], device=probs.device)
-    last = torch.where(probs > 0, rank, 0).amax(-1, keepdim=True)
-    pos = torch.minimum(pos, last)
-    return ids.gather(1, pos).squeeze(1)
+    pos = torch.searchsorted(cdf, target, right=True).squeeze(1)
+    # The first cdf value strictly above u·total never falls on a zero-weight position; only
+    # rounding (u near 1) can run past the end, and then the last position with mass is the draw.
+    over = pos >= weights.shape[-1]
+    if bool(over.any()):
+        rank = torch.arange(weights.shape[-1], device=weights.device)
+        pos = pos.masked_scatter(over, torch.where(weights[over] > 0, rank, 0).amax(-1))
+    return pos
 
 
 def sample(logits: torch.Tensor, sp: SamplingParams, u: torch.Tensor) -> torch.Tensor:
@@ -142,14 +148,4 @@ def _sample_untruncated(logits: torch.Tensor, temperature: torch.Tensor, u: torc
     The same draw as sample_sorted over the identity order, in fewer passes over the vocabulary.
     """
     z = logits.float()
-    w = ((z - z.amax(-1, keepdim=True)) / temperature[:, None]).exp_()
-    cdf = w.cumsum(-1)
-    target = (u.to(cdf.dtype) * cdf[:, -1])[:, None]
-    pos = torch.searchsorted(cdf, target, right=True).squeeze(1)
-    over = pos >= w.shape[-1]
-    if bool(over.any()):
-        # u·total rounded up to the total: the draw is the last token with mass
-        rank = torch.arange(w.shape[-1], device=w.device)
-        last = torch.where(w[over] > 0, rank, 0).amax(-1)
-        pos = pos.masked_scatter(over, last)
-    return pos
+    return _inverse_cdf(((z - z.amax(-1, keepdim=True)) / temperature[:, None]).exp_(), u)
