@@ -12,8 +12,6 @@ Active rows always occupy slots 0..B-1, so a decode step works on plain views, n
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
@@ -61,8 +59,7 @@ def attend(q, k, v, mask=None, scale=None):
     [B, heads, Lq, Lk]. The log-sum-exp lets two attentions over disjoint key sets be merged
     exactly. On CPU this is SDPA's own fused kernel, which returns it; elsewhere plain math."""
     if q.device.type == "cpu" and _CPU_FLASH is not None:
-        out, lse = _CPU_FLASH(q, k, v, 0.0, False, attn_mask=mask, scale=scale)
-        return out, lse
+        return _CPU_FLASH(q, k, v, 0.0, False, attn_mask=mask, scale=scale)
     return attend_reference(q, k, v, mask, scale)
 
 
@@ -237,13 +234,12 @@ class Decoder:
                     v[j, :, : lengths[j]] = p[layer][1]
                 ks.append(k)
                 vs.append(v)
-            n = torch.tensor(lengths, device=self.device)
-            pad = torch.arange(L, device=self.device)[None, :] >= n[:, None]
+            pad = torch.arange(L, device=self.device)[None, :] >= torch.tensor(lengths, device=self.device)[:, None]
             mask = torch.zeros(pad.shape, dtype=self.dtype, device=self.device).masked_fill_(pad, float("-inf"))
-            self._stack = ((ks, vs, mask[:, None, None, :]), n)
+            self._stack = ((ks, vs, mask[:, None, None, :]), lengths)
             self._stack_src = list(prefixes)
-        stacked, n = self._stack
-        return SharedPrefixes(stacked, n.tolist(), rows, batch, self.device)
+        stacked, lengths = self._stack
+        return SharedPrefixes(stacked, lengths, rows, batch, self.device)
 
     def unshare(self) -> None:
         """Free the stacked prompt caches."""

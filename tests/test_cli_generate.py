@@ -1,5 +1,4 @@
 """`tts generate` end to end on the tiny random model: the JSONL contract, errors, resume, shard."""
-import os
 import signal
 import subprocess
 import sys
