@@ -198,13 +198,15 @@ class Engine:
     SHARE_MIN_ROWS = 4
 
     def _shared(self, active: list[Row]) -> SharedPrefixes | None:
+        if not self.share_prefix:
+            return None
         groups: dict[int, list[int]] = {}
         for b, r in enumerate(active):
             groups.setdefault(id(r.req), []).append(b)
         # a stable group order lets the decoder keep its stacked prompt caches from step to step
         rows = sorted(groups.values(), key=lambda rs: id(active[rs[0]].req))
         prefixes = [active[rs[0]].req.prefix for rs in rows]
-        if not (self.share_prefix and len(active) >= self.SHARE_MIN_ROWS * len(rows) and all(prefixes)):
+        if len(active) < self.SHARE_MIN_ROWS * len(rows) or not all(prefixes):
             self.decoder.unshare()
             return None
         return self.decoder.share(prefixes, rows, len(active))
