@@ -9,6 +9,10 @@ row from one slot to another when a neighbour finishes.
 
 Cache layout: for each layer, keys and values of shape [slots, kv_heads, capacity, head_dim].
 Active rows always occupy slots 0..B-1, so a decode step works on plain views, never a gather.
+
+On CUDA a decode step of a 135M-parameter model is ~900 small kernels, and launching them from
+Python costs more than running them. There the step is captured once per (row bucket, key span)
+as a CUDA graph over static input buffers and the cache, and replayed (see `_graphed`).
 """
 from __future__ import annotations
 
@@ -47,6 +51,7 @@ class SharedPrefixes:
         self.idx = torch.tensor(idx, device=device)
         self.inv = torch.tensor(inv, device=device)
         self.start = torch.tensor(start, device=device)
+        self.lo = min(start)                      # first slot position any row reads
 
 
 # A private op (it is what F.scaled_dot_product_attention runs on CPU); fall back if a release drops it.
@@ -99,8 +104,23 @@ def _proj_plain(module: torch.nn.Linear, x: torch.Tensor, contiguous: bool = Fal
     return module(x)
 
 
+def _round_up(n: int, step: int) -> int:
+    return -(-n // step) * step
+
+
+# CUDA graphs are captured for these row counts (a step pads its rows up to the next one) and for
+# key spans in multiples of GRAPH_SPAN: few enough captures, little padding.
+GRAPH_ROWS = (1, 2, 4, 8, 16, 24, 32, 48, 64)
+GRAPH_SPAN = 256
+
+
+def graph_rows(n: int, max_slots: int) -> int:
+    """The captured row count a step of n rows runs at."""
+    return min(next((b for b in GRAPH_ROWS if b >= n), None) or _round_up(n, 32), max_slots)
+
+
 class Decoder:
-    def __init__(self, model, max_slots: int):
+    def __init__(self, model, max_slots: int, cuda_graphs: bool = True, compile: bool = False):
         cfg = model.config
         if cfg.model_type not in SUPPORTED:
             raise UnsupportedModel(
@@ -128,6 +148,18 @@ class Decoder:
         self.v: list[torch.Tensor] = []
         self._stack_src: list = []   # the prompts whose caches `_stack` holds, padded and stacked
         self._stack = None
+        self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
+        self._graphs: dict[tuple[int, int], tuple] = {}   # (rows, span) -> (graph, its logits)
+        self._graph_pool = None
+        if compile:
+            # one compiled function serves every layer (their weights are its inputs) and every
+            # row count and span (dynamic shapes): one compilation, not one per layer or bucket
+            self._pre_attention = torch.compile(self._pre_attention, dynamic=True)
+            self._post_attention = torch.compile(self._post_attention, dynamic=True)
+        if self.cuda_graphs:  # the graphs' inputs: a step copies its rows in, padding rows are zeros
+            with torch.inference_mode():
+                self._x = torch.zeros(max_slots, cfg.hidden_size, dtype=self.dtype, device=self.device)
+                self._pos = torch.zeros(max_slots, dtype=torch.long, device=self.device)
 
     # ----- cache management -------------------------------------------------------------
     # All cache writes run in inference mode: the cache may have been (re)allocated inside a
@@ -149,6 +181,10 @@ class Decoder:
                 grown.append(t)
             store[:] = grown
         self.capacity = new
+        # the graphs read and write the old cache tensors; their memory pool dies with the last of
+        # them, so the next capture starts a new one
+        self._graphs.clear()
+        self._graph_pool = None
 
     @torch.inference_mode()
     def write_prefix(self, slot: int, prefix: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -169,6 +205,7 @@ class Decoder:
                 t[dst, :, :length] = t[src, :, :length]
 
     # ----- forward passes ---------------------------------------------------------------
+    @torch.inference_mode()
     def embed_mixture(self, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Input embeddings Σ_k w_k E[i_k] for [B, K] ids and weights; K = 1, w = 1 is a token."""
         if ids.shape[1] == 1:
@@ -247,18 +284,62 @@ class Decoder:
 
     @torch.inference_mode()
     def decode(self, x: torch.Tensor, positions: torch.Tensor,
-               shared: SharedPrefixes | None = None) -> torch.Tensor:
+               shared: SharedPrefixes | None = None, span: int | None = None) -> torch.Tensor:
         """One step for the rows in slots 0..B-1: input embeddings x [B, D] at `positions` [B].
 
         Writes each row's key/value at its position and returns float32 logits [B, vocab].
+        `span` is max(positions) + 1 when the caller knows it (saves a device sync).
         With `shared`, the rows of each group read their prompt's keys/values from the group's
         prefix (once for the group) and only their own continuation from their slot; the two
         partial attentions are merged through their log-sum-exps, which is exact.
         """
+        span = int(positions.max()) + 1 if span is None else span
+        if self.cuda_graphs and shared is None:
+            return self._graphed(x, positions, span)
+        self.ensure_capacity(span)
+        return self._step(x, positions, shared.lo if shared is not None else 0, span, shared)
+
+    def _graphed(self, x: torch.Tensor, positions: torch.Tensor, span: int) -> torch.Tensor:
+        """`decode` by replaying the step captured for this many rows and this key span.
+
+        Padding rows (zeros at position 0) write into free slots, which a row placed there later
+        overwrites before reading; padding key columns are masked like any future position.
+        """
+        B = x.shape[0]
+        rows = graph_rows(B, self.max_slots)
+        span = min(_round_up(span, GRAPH_SPAN), max(self.max_positions, span))
+        self.ensure_capacity(span)
+        self._x[:B].copy_(x)
+        self._x[B:rows].zero_()
+        self._pos[:B].copy_(positions)
+        self._pos[B:rows].zero_()
+        key = (rows, span)
+        if key not in self._graphs:
+            self._graphs[key] = self._capture(rows, span)
+        graph, logits = self._graphs[key]
+        graph.replay()
+        return logits[:B].clone()  # the next replay overwrites the graph's output
+
+    def _capture(self, rows: int, span: int):
+        x, pos = self._x[:rows], self._pos[:rows]
+        # one eager run first, on a side stream as capture requires: it initialises kernels and
+        # handles, and writes exactly the keys/values the replay will write
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            self._step(x, pos, 0, span, None)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._graph_pool):
+            logits = self._step(x, pos, 0, span, None)
+        self._graph_pool = graph.pool()  # graphs replay one at a time, so they share one pool
+        return graph, logits
+
+    def _step(self, x: torch.Tensor, positions: torch.Tensor, lo: int, span: int,
+              shared: SharedPrefixes | None) -> torch.Tensor:
+        """The decode step proper: no host syncs, shapes fixed by (rows, lo, span), so capturable."""
         B = x.shape[0]
         dev = self.device
-        span = int(positions.max()) + 1
-        self.ensure_capacity(span)
         cos, sin = self.rotary(x[:, None, :], positions[:, None])
         cos, sin = cos[:, None], sin[:, None]   # [B, 1, 1, head_dim]: broadcast over heads
         # flat row index of (slot b, head h, position p) in a [slots*kv_heads*capacity, head_dim] view:
@@ -267,23 +348,17 @@ class Decoder:
         flat = ((torch.arange(B, device=dev)[:, None] * self.n_kv + heads) * self.capacity
                 + positions[:, None]).reshape(-1)
         # row b attends to slot positions start[b]..positions[b] (the rest is in its group's prefix)
-        start = shared.start if shared is not None else torch.zeros_like(positions)
-        lo = int(start.min())
         cols = torch.arange(lo, span, device=dev)[None, :]
-        allowed = (cols >= start[:, None]) & (cols <= positions[:, None])
+        allowed = cols <= positions[:, None]
+        if shared is not None:
+            allowed &= cols >= shared.start[:, None]
         mask = torch.zeros(allowed.shape, dtype=self.dtype, device=dev).masked_fill_(~allowed, float("-inf"))
         mask = mask[:, None, None, :]
-        proj, hd, kv, g_size = self.proj, self.head_dim, self.n_kv, self.n_heads // self.n_kv
+        hd, kv, g_size = self.head_dim, self.n_kv, self.n_heads // self.n_kv
+        pre, post = self._pre_attention, self._post_attention
         h = x
         for i, layer in enumerate(self.layers):
-            attn, mlp = layer.self_attn, layer.mlp
-            a = layer.input_layernorm(h)
-            q = proj(attn.q_proj, a, contiguous=True).reshape(B, -1, 1, hd)
-            k = proj(attn.k_proj, a).reshape(B, -1, 1, hd)
-            v = proj(attn.v_proj, a).reshape(B, -1, 1, hd)
-            if self.qk_norm:
-                q, k = attn.q_norm(q), attn.k_norm(k)
-            q, k = _rope(q, cos, sin), _rope(k, cos, sin)
+            q, k, v = pre(layer, h, cos, sin)
             kc, vc = self.k[i], self.v[i]
             kc.view(-1, hd).index_copy_(0, flat, k.reshape(-1, hd))
             vc.view(-1, hd).index_copy_(0, flat, v.reshape(-1, hd))
@@ -295,10 +370,26 @@ class Decoder:
             else:
                 o, lse = attend(qg, ks, vs, mask, self.scaling)
                 o = self._add_prefix(i, qg, o, lse, shared)
-            h = h + proj(attn.o_proj, o.reshape(B, -1))
-            m = layer.post_attention_layernorm(h)
-            h = h + proj(mlp.down_proj, mlp.act_fn(proj(mlp.gate_proj, m)) * proj(mlp.up_proj, m))
-        return proj(self.lm_head, self.norm(h), contiguous=True).float()
+            h = post(layer, h, o)
+        return self.proj(self.lm_head, self.norm(h), contiguous=True).float()
+
+    # The two halves of a decoder layer around attention: plain elementwise work and projections,
+    # which `compile` hands to torch.compile (the cache writes and attention stay eager).
+    def _pre_attention(self, layer, h, cos, sin):
+        attn, proj, hd, B = layer.self_attn, self.proj, self.head_dim, h.shape[0]
+        a = layer.input_layernorm(h)
+        q = proj(attn.q_proj, a, contiguous=True).reshape(B, -1, 1, hd)
+        k = proj(attn.k_proj, a).reshape(B, -1, 1, hd)
+        v = proj(attn.v_proj, a).reshape(B, -1, 1, hd)
+        if self.qk_norm:
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        return _rope(q, cos, sin), _rope(k, cos, sin), v
+
+    def _post_attention(self, layer, h, o):
+        proj, mlp = self.proj, layer.mlp
+        h = h + proj(layer.self_attn.o_proj, o.reshape(h.shape[0], -1))
+        m = layer.post_attention_layernorm(h)
+        return h + proj(mlp.down_proj, mlp.act_fn(proj(mlp.gate_proj, m)) * proj(mlp.up_proj, m))
 
     def _add_prefix(self, layer: int, qg, o_own, lse_own, sh: SharedPrefixes):
         """Merge each row's attention over its own tokens with its group's attention over the prompt."""

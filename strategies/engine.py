@@ -75,8 +75,8 @@ class Step:
 class Engine:
     def __init__(self, model, tokenizer, policy, *, batch_size: int = 64, max_new_tokens: int = 256,
                  stop: Iterable[str] = (), seed: int = 0, ignore_eos: bool = False, progress=None,
-                 share_prefix: bool = True):
-        self.decoder = Decoder(model, max_slots=batch_size)
+                 share_prefix: bool = True, cuda_graphs: bool = True, compile: bool = False):
+        self.decoder = Decoder(model, max_slots=batch_size, cuda_graphs=cuda_graphs, compile=compile)
         self.tokenizer = tokenizer
         self.policy = policy
         self.batch_size = batch_size
@@ -90,7 +90,9 @@ class Engine:
         self.vocab_size = len(tokenizer)
         self.progress = progress
         self.tokens_generated = 0
-        self.share_prefix = share_prefix
+        # the CUDA graphs capture per-row attention only; on a GPU the saved prompt reads are
+        # worth far less than the launches the graphs save
+        self.share_prefix = share_prefix and not self.decoder.cuda_graphs
         policy.bind(self)
 
     # ----- scheduling ------------------------------------------------------------------
@@ -167,8 +169,9 @@ class Engine:
         ids = torch.tensor([r.inp_ids + p for r, p in zip(active, pad)], dtype=torch.long)
         w = torch.tensor([r.inp_w + [0.0] * len(p) for r, p in zip(active, pad)], dtype=torch.float32)
         x = self.decoder.embed_mixture(ids.to(dev), w.to(dev))
-        positions = torch.tensor([r.pos for r in active], device=dev)
-        logits = self.decoder.decode(x, positions, self._shared(active))[:, : self.vocab_size]
+        pos = [r.pos for r in active]
+        positions = torch.tensor(pos, device=dev)
+        logits = self.decoder.decode(x, positions, self._shared(active), span=max(pos) + 1)[:, : self.vocab_size]
         sig = raw_signals(logits, self.vocab_size)
         steps = self.policy.choose(active, logits, sig)
         for b, (r, st) in enumerate(zip(active, steps)):
@@ -178,8 +181,9 @@ class Engine:
             r.inp_ids, r.inp_w = st.next_ids, st.next_w
             r.ids.append(st.token)
         toks = torch.tensor([r.ids[-1] for r in active], device=dev)
-        lp = sig.logprob(toks).tolist()
-        ent, sc, conf = sig.entropy.tolist(), sig.self_certainty.tolist(), sig.confidence.tolist()
+        # one transfer for the four signals (each .tolist() on a GPU is a sync)
+        lp, ent, sc, conf = torch.stack([sig.logprob(toks), sig.entropy, sig.self_certainty,
+                                         sig.confidence]).tolist()
         for b, r in enumerate(active):
             r.logprob.append(lp[b])
             r.entropy.append(ent[b])

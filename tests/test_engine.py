@@ -79,9 +79,9 @@ def count_shared_steps(monkeypatch) -> list[int]:
     calls = [0]
     original = Decoder.decode
 
-    def spy(self, x, positions, shared=None):
+    def spy(self, x, positions, shared=None, **kw):
         calls[0] += shared is not None
-        return original(self, x, positions, shared)
+        return original(self, x, positions, shared, **kw)
 
     monkeypatch.setattr(Decoder, "decode", spy)
     return calls
@@ -207,3 +207,16 @@ def test_cache_growth_and_slot_moves_keep_rows_exact(tiny):
     _, wide = run(model, tok, params, n=2, batch_size=64, max_new=300, seed=5, ignore_eos=True)
     assert texts(small) == texts(wide)
     assert all(len(r.ids) == 300 for q in small for r in q.rows)
+
+
+def test_compiled_layers_decode_like_eager(tiny):
+    """--compile: the torch.compile'd layer halves give the same chains and signals (CPU here)."""
+    model, tok = tiny
+    params = DiscreteParams(temperature=0.0)
+    _, compiled = run(model, tok, params, n=2, batch_size=3, compile=True)
+    _, eager = run(model, tok, params, n=2, batch_size=3)
+    for qa, qb in zip(compiled, eager):
+        for a, b in zip(qa.rows, qb.rows):
+            assert a.ids == b.ids
+            assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+            assert a.entropy == pytest.approx(b.entropy, abs=1e-4)

@@ -31,6 +31,8 @@ class GenerateOptions:
     id_field: str = "id"
     on_error: str = "fail"   # fail | skip
     ignore_eos: bool = False  # benchmarks only: decode exactly max_new_tokens
+    compile: bool = False     # torch.compile the decode step's layers
+    cuda_graphs: bool = True  # on CUDA, replay captured decode steps
 
 
 class _Fatal(str):
@@ -78,6 +80,11 @@ def run_info(loaded, policy, opts: GenerateOptions) -> dict:
                  "device": str(loaded.model.device), "torch": torch.__version__})
     if opts.ignore_eos:
         info["ignore_eos"] = True
+    # both change float rounding (fused kernels, padded shapes), so a record says which ran
+    if opts.compile:
+        info["compile"] = True
+    if str(loaded.model.device).startswith("cuda"):
+        info["cuda_graphs"] = opts.cuda_graphs
     return info
 
 
@@ -137,7 +144,8 @@ def generate(items: Iterable, loaded, policy, opts: GenerateOptions, progress=No
 
     engine = Engine(loaded.model, loaded.tokenizer, policy, batch_size=opts.batch_size,
                     max_new_tokens=opts.max_new_tokens, stop=opts.stop, seed=opts.seed,
-                    ignore_eos=opts.ignore_eos, progress=progress)
+                    ignore_eos=opts.ignore_eos, progress=progress, compile=opts.compile,
+                    cuda_graphs=opts.cuda_graphs)
     info = run_info(loaded, policy, opts)
     for req in engine.run(_requests(_as_records(items), loaded, opts)):
         rec, rid = req.payload

@@ -29,6 +29,8 @@ def bench(
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Rows decoded together by our sampler."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     dtype: str = typer.Option("auto", "--dtype", help="auto | float32 | bfloat16 | float16."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile our decode step's layers (the one-off "
+                                 "compile is in an untimed first pass; see tts generate --compile)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
     """Measure tokens/s of our sampler against transformers' generate() (or soft vs discrete)."""
@@ -42,10 +44,10 @@ def bench(
     except ModelNotFound as e:
         raise InputError(str(e)) from None
     if mode is BenchMode.soft:
-        result = bench_soft(loaded, batch_size=batch_size)
+        result = bench_soft(loaded, batch_size=batch_size, compile=compile)
         a, b = "soft", "discrete"
     else:
-        result = bench_vs_hf(loaded, workload.value, batch_size=batch_size)
+        result = bench_vs_hf(loaded, workload.value, batch_size=batch_size, compile=compile)
         a, b = "tts", "hf"
     if json_out:
         typer.echo(orjson.dumps(result).decode())

@@ -81,6 +81,10 @@ def generate(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (auto: cuda when available)."),
     dtype: str = typer.Option("auto", "--dtype", help="auto | float32 | bfloat16 | float16 (auto: bfloat16 on CUDA, float32 on CPU)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar (it is also off when stderr is not a terminal)."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the decode step's layers (fused kernels; "
+                                 "a one-off compile of ~10-60 s). Pays on CUDA; see docs/performance.md."),
+    cuda_graphs: bool = typer.Option(True, "--cuda-graphs/--no-cuda-graphs",
+                                     help="On CUDA, capture each decode step shape once and replay it."),
     # --- soft thinking -----------------------------------------------------------------
     max_topk: int = typer.Option(10, "--max-topk", min=1, rich_help_panel=SOFT, help="K: concept-token width."),
     noise: Noise = typer.Option(Noise.none, "--noise", rich_help_panel=SOFT, help="Randomness on the top-K weights."),
@@ -130,7 +134,7 @@ def generate(
             cold_stop_entropy=cold_stop_entropy, cold_stop_steps=cold_stop_steps, soft_budget=soft_budget))
     opts = GenerateOptions(n=samples, max_new_tokens=max_new_tokens, stop=list(stop or []), seed=seed,
                            batch_size=batch_size, trace=trace, raw=raw, prompt_field=prompt_field,
-                           id_field=id_field, on_error=on_error.value)
+                           id_field=id_field, on_error=on_error.value, compile=compile, cuda_graphs=cuda_graphs)
     if resume and output == "-":
         raise InputError("--resume needs -o/--output FILE (it appends to that file)")
     done = existing_ids(output, id_field) if resume else set()

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The CUDA checks and benchmarks, in one command for a lent GPU machine (see docs/performance.md).
+# Expects: the SmolLM2 config + tokenizer in .gpu/smollm2 (no weights), and wheels in .whl for
+# packages the machine lacks. Writes JSON results and logs under ${OUT:-out/gpu}.
+set -uo pipefail
+OUT=${OUT:-out/gpu}
+mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+tts() { python3 -c "from tts_cli.app import main; main()" "$@"; }
+
+if [ "${TESTS:-1}" = 1 ]; then
+  python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_engine.py tests/test_sampler.py tests/test_soft.py 2>&1 \
+    | tee "$OUT/pytest.log" | tail -15
+fi
+python3 -m benchmarks.random_model .gpu/smollm2 /tmp/smollm2-random || exit 1
+IFS="|" read -ra RUNS <<< "${BENCHES:---workload fixed|--workload fixed --compile|--workload realistic|--workload realistic --compile|--mode soft|--mode soft --compile|--workload realistic --dtype float32}"
+for args in "${RUNS[@]}"; do
+  echo "== tts bench $args"
+  # shellcheck disable=SC2086
+  tts bench --model /tmp/smollm2-random --device cuda $args --json | tee -a "$OUT/bench.jsonl"
+done
+echo "== step profile"
+python3 -m benchmarks.step_profile /tmp/smollm2-random --device cuda --rows 1 64 --compile | tee "$OUT/step_profile.jsonl"
