@@ -17,7 +17,8 @@ python3 -c "import torch, transformers; print('torch', torch.__version__, 'trans
 tts() { python3 -c "from tts_cli.app import main; main()" "$@"; }
 
 if [ "${TESTS:-1}" = 1 ]; then
-  python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_engine.py tests/test_sampler.py tests/test_soft.py 2>&1 \
+  # shellcheck disable=SC2086
+  python3 -m pytest -q -p no:cacheprovider ${TEST_FILES:-tests/test_cuda.py tests/test_engine.py tests/test_sampler.py tests/test_soft.py} 2>&1 \
     | tee "$OUT/pytest.log" | tail -15
 fi
 python3 -m benchmarks.random_model .gpu/smollm2 /tmp/smollm2-random || exit 1

@@ -28,6 +28,20 @@ def _ms(fn, device: str, reps: int) -> float:
     return (time.perf_counter() - t0) / reps * 1e3
 
 
+def _kernels(fn) -> int:
+    """GPU kernels and copies one call launches (the profiler's device-side events); -1 if the
+    profiler cannot say."""
+    from torch.profiler import ProfilerActivity, profile
+
+    try:
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            fn()
+            torch.cuda.synchronize()
+        return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+    except Exception:
+        return -1
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model")
@@ -63,6 +77,8 @@ def main() -> None:
             for slot in range(B):
                 dec.write_prefix(slot, prefix)
             out[f"decode_{name}_ms"] = round(_ms(lambda: dec.decode(x, pos, span=a.position + 1), dev, a.reps), 3)
+            if dev.startswith("cuda") and not graphs:
+                out[f"decode_{name}_kernels"] = _kernels(lambda: dec.decode(x, pos, span=a.position + 1))
         logits = dec.decode(x, pos, span=a.position + 1)[:, :V]
         sp = SamplingParams.stack([DiscreteParams(temperature=0.7).row()] * B, dev)
         u = torch.rand(B, dtype=torch.float64, device=dev)

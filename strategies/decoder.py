@@ -206,6 +206,11 @@ class Decoder:
 
     # ----- forward passes ---------------------------------------------------------------
     @torch.inference_mode()
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        """Input embeddings [B, D] of one token per row."""
+        return self.embed[ids]
+
+    @torch.inference_mode()
     def embed_mixture(self, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Input embeddings Σ_k w_k E[i_k] for [B, K] ids and weights; K = 1, w = 1 is a token."""
         if ids.shape[1] == 1:

@@ -164,11 +164,7 @@ class Engine:
     # ----- one decode step -------------------------------------------------------------
     def _step(self, active: list[Row]) -> None:
         dev = self.decoder.device
-        K = max(len(r.inp_ids) for r in active)
-        pad = [[0] * (K - len(r.inp_ids)) for r in active]
-        ids = torch.tensor([r.inp_ids + p for r, p in zip(active, pad)], dtype=torch.long)
-        w = torch.tensor([r.inp_w + [0.0] * len(p) for r, p in zip(active, pad)], dtype=torch.float32)
-        x = self.decoder.embed_mixture(ids.to(dev), w.to(dev))
+        x = self._inputs(active)
         pos = [r.pos for r in active]
         positions = torch.tensor(pos, device=dev)
         logits = self.decoder.decode(x, positions, self._shared(active), span=max(pos) + 1)[:, : self.vocab_size]
@@ -195,6 +191,17 @@ class Engine:
         self.tokens_generated += len(active)
         if self.progress is not None:
             self.progress.update(len(active))
+
+    def _inputs(self, active: list[Row]) -> torch.Tensor:
+        """The rows' input embeddings [B, D]: each a mixture of token embeddings."""
+        dec = self.decoder
+        K = max(len(r.inp_ids) for r in active)
+        if K == 1 and all(r.inp_w[0] == 1.0 for r in active):  # plain tokens: a lookup, no weights
+            return dec.embed_tokens(torch.tensor([r.inp_ids[0] for r in active]).to(dec.device))
+        pad = [[0] * (K - len(r.inp_ids)) for r in active]
+        ids = torch.tensor([r.inp_ids + p for r, p in zip(active, pad)], dtype=torch.long)
+        w = torch.tensor([r.inp_w + [0.0] * len(p) for r, p in zip(active, pad)], dtype=torch.float32)
+        return dec.embed_mixture(ids.to(dec.device), w.to(dec.device))
 
     # Prefix-shared attention pays a few small ops per group and layer, and saves re-reading the
     # prompt's cache once per extra row; with fewer than this many rows per prompt on average it

@@ -62,17 +62,30 @@ def raw_signals(logits: torch.Tensor, vocab_size: int) -> Signals:
 
 @dataclass
 class SamplingParams:
-    """Per-row truncation settings as [B] tensors (top_k 0 = off, top_p 1 = off, min_p 0 = off)."""
+    """Per-row truncation settings as [B] tensors (top_k 0 = off, top_p 1 = off, min_p 0 = off).
+
+    `kinds`, when known on the host, says which paths `sample` needs, so it need not ask the
+    device (each such question is a sync on a GPU).
+    """
 
     temperature: torch.Tensor
     top_k: torch.Tensor
     top_p: torch.Tensor
     min_p: torch.Tensor
+    kinds: tuple[bool, bool, bool] | None = None   # (all greedy, any greedy, any truncation)
 
     @classmethod
     def stack(cls, rows: list[tuple[float, int, float, float]], device) -> "SamplingParams":
         t = torch.tensor(rows, dtype=torch.float64, device=device)
-        return cls(t[:, 0].float(), t[:, 1].long(), t[:, 2].float(), t[:, 3].float())
+        greedy = [r[0] <= 0 for r in rows]
+        kinds = (all(greedy), any(greedy), any(r[1] > 0 or r[2] < 1 or r[3] > 0 for r in rows))
+        return cls(t[:, 0].float(), t[:, 1].long(), t[:, 2].float(), t[:, 3].float(), kinds)
+
+    def which(self) -> tuple[bool, bool, bool]:
+        if self.kinds is not None:
+            return self.kinds
+        greedy = self.temperature <= 0
+        return bool(greedy.all()), bool(greedy.any()), self.truncates()
 
     def truncates(self) -> bool:
         return bool((self.top_k > 0).any() or (self.top_p < 1).any() or (self.min_p > 0).any())
@@ -132,12 +145,13 @@ def _inverse_cdf(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 def sample(logits: torch.Tensor, sp: SamplingParams, u: torch.Tensor) -> torch.Tensor:
     """One token id per row: greedy for temperature 0, else a draw from the truncated distribution."""
-    greedy = sp.temperature <= 0
-    if bool(greedy.all()):
+    all_greedy, any_greedy, truncates = sp.which()
+    if all_greedy:
         return logits.argmax(-1)
-    if not sp.truncates():
+    if not truncates:
+        greedy = sp.temperature <= 0
         drawn = _sample_untruncated(logits, torch.where(greedy, torch.ones_like(sp.temperature), sp.temperature), u)
-        return torch.where(greedy, logits.argmax(-1), drawn) if bool(greedy.any()) else drawn
+        return torch.where(greedy, logits.argmax(-1), drawn) if any_greedy else drawn
     probs, ids = truncated_sorted(logits, sp)
     return sample_sorted(probs, ids, u)
 

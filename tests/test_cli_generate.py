@@ -140,3 +140,13 @@ def test_soft_mode_defaults_follow_the_paper():
         assert s["soft"]["ended_by"] in ("budget", "eos", "think_end", "length")
     d = tts("generate", "-n", "1", *TINY, input=lines({"prompt": "Hi"})).records()[0]["run"]
     assert (d["temperature"], d["top_p"], d["top_k"], d["min_p"]) == (1.0, 1.0, 0, 0.0)
+
+
+def test_compile_flag_runs_and_is_recorded():
+    """--compile reaches the decoder (same tokens as without it) and the record says it ran."""
+    args = ["generate", "-n", "2", "--temperature", "0", "--max-new-tokens", "8", *TINY]
+    plain = tts(*args, input=lines({"prompt": "Hi"})).records()[0]
+    compiled = tts(*args, "--compile", input=lines({"prompt": "Hi"})).records()[0]
+    assert compiled["run"]["compile"] is True and "compile" not in plain["run"]
+    assert "cuda_graphs" not in plain["run"]  # CPU: no graphs to speak of
+    assert [s["text"] for s in compiled["samples"]] == [s["text"] for s in plain["samples"]]

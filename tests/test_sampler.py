@@ -130,3 +130,17 @@ def test_untruncated_draw_is_the_inverse_cdf_in_vocabulary_order():
             cdf = np.cumsum(p)
             want = min(int(np.searchsorted(cdf, u * cdf[-1], side="right")), int(np.nonzero(p)[0].max()))
             assert int(got[b]) == want, (b, u)
+
+
+def test_host_known_sampling_paths_give_the_same_draws():
+    """SamplingParams.stack tells `sample` on the host which paths it needs; asking the device
+    instead (kinds=None) must give the same tokens, for all-greedy, mixed, plain and truncated rows."""
+    g = torch.Generator().manual_seed(9)
+    logits = torch.randn(4, 40, generator=g) * 2
+    u = torch.tensor([0.1, 0.5, 0.9, 0.999], dtype=torch.float64)
+    for rows in ([(0.0, 0, 1.0, 0.0)] * 4, [(0.0, 0, 1.0, 0.0), (0.7, 0, 1.0, 0.0)] * 2,
+                 [(0.8, 0, 1.0, 0.0)] * 4, [(0.8, 5, 0.9, 0.0), (0.0, 0, 1.0, 0.0)] * 2):
+        sp = SamplingParams.stack(rows, "cpu")
+        asked = SamplingParams(sp.temperature, sp.top_k, sp.top_p, sp.min_p)
+        assert sp.which() == asked.which()
+        assert torch.equal(sample(logits, sp, u), sample(logits, asked, u))

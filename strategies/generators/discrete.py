@@ -21,9 +21,10 @@ class DiscreteParams:
         return (self.temperature, self.top_k, self.top_p, self.min_p)
 
 
-def draw_tokens(rows, logits: torch.Tensor, params: list[DiscreteParams]) -> list[int]:
+def draw_tokens(rows, logits: torch.Tensor, params: list[DiscreteParams] | SamplingParams) -> list[int]:
     """One token per row; each row spends exactly one uniform of its own stream per call."""
-    sp = SamplingParams.stack([p.row() for p in params], logits.device)
+    sp = params if isinstance(params, SamplingParams) else SamplingParams.stack([p.row() for p in params],
+                                                                                logits.device)
     u = torch.tensor([r.rng.random() for r in rows], dtype=torch.float64, device=logits.device)
     return sample(logits, sp, u).tolist()
 
@@ -33,9 +34,13 @@ class Discrete(Policy):
 
     def __init__(self, params: DiscreteParams | None = None):
         self.params = params or DiscreteParams()
+        self._stacked: dict[tuple, SamplingParams] = {}   # every row has the same settings
 
     def choose(self, rows, logits, sig):
-        toks = draw_tokens(rows, logits, [self.params] * len(rows))
+        key = (len(rows), logits.device)
+        if key not in self._stacked:
+            self._stacked[key] = SamplingParams.stack([self.params.row()] * len(rows), logits.device)
+        toks = draw_tokens(rows, logits, self._stacked[key])
         return [Step(t, [t], [1.0]) for t in toks]
 
     def run_fields(self) -> dict:
