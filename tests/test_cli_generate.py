@@ -150,3 +150,15 @@ def test_compile_flag_runs_and_is_recorded():
     assert compiled["run"]["compile"] is True and "compile" not in plain["run"]
     assert "cuda_graphs" not in plain["run"]  # CPU: no graphs to speak of
     assert [s["text"] for s in compiled["samples"]] == [s["text"] for s in plain["samples"]]
+
+
+def test_bench_json_reports_both_sides_of_the_same_work():
+    r = tts("bench", "--model", "tiny-random", "--workload", "fixed", "--json")
+    assert r.code == 0, r.stderr
+    (out,) = r.records()
+    # fixed: 32 samples x exactly 128 tokens on each side
+    assert out["workload"] == "fixed" and out["tts_tokens"] == out["hf_tokens"] == 32 * 128
+    assert out["ratio"] == pytest.approx(out["tts_tok_s"] / out["hf_tok_s"], rel=1e-2)
+    assert out["tts_tok_s"] == pytest.approx(out["tts_tokens"] / out["tts_seconds"], rel=1e-2)
+    assert 0 < out["peak_fraction"] and out["matmul_peak_gflops"] > 0
+    assert "tts_eager_tok_s" not in out  # the graphs-off comparison is CUDA only

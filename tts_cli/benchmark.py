@@ -106,6 +106,9 @@ def time_hf(loaded, prompts: list[str], n: int, max_new: int, ignore_eos: bool, 
     model, tok = loaded.model, loaded.tokenizer
     eos = model.generation_config.eos_token_id
     eos = set(eos if isinstance(eos, list) else [eos])
+    # generate() draws from torch's global generator: seed it so its token count (and with it
+    # its tokens/s, since it runs until each prompt's longest row ends) repeats run to run
+    torch.manual_seed(0)
     tokens, t0 = 0, time.perf_counter()
     for p in prompts:
         ids = torch.tensor([chat_ids(tok, p)], device=model.device)
