@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The CUDA checks and benchmarks, in one command for a lent GPU machine (see docs/performance.md).
-# Expects: the SmolLM2 config + tokenizer in .gpu/smollm2 (no weights), and wheels in .whl for
-# packages the machine lacks. Writes JSON results and logs under ${OUT:-out/gpu}.
+# Expects: a model's config + tokenizer in .gpu/$MODEL (no weights; default .gpu/smollm2), and
+# wheels in .whl for packages the machine lacks. Writes JSON results and logs under ${OUT:-out/gpu}.
+# Environment: MODEL, TESTS=0 (skip pytest), TEST_FILES, BENCHES ("args|args|...").
 set -uo pipefail
 OUT=${OUT:-out/gpu}
 mkdir -p "$OUT"
@@ -21,12 +22,14 @@ if [ "${TESTS:-1}" = 1 ]; then
   python3 -m pytest -q -p no:cacheprovider ${TEST_FILES:-tests/test_cuda.py tests/test_engine.py tests/test_sampler.py tests/test_soft.py} 2>&1 \
     | tee "$OUT/pytest.log" | tail -15
 fi
-python3 -m benchmarks.random_model .gpu/smollm2 /tmp/smollm2-random || exit 1
+# MODEL names a folder of .gpu/ holding a config and tokenizer (default: SmolLM2-135M's)
+MODEL=${MODEL:-smollm2}
+python3 -m benchmarks.random_model ".gpu/$MODEL" /tmp/model-random --device cuda --dtype bfloat16 || exit 1
 IFS="|" read -ra RUNS <<< "${BENCHES:---workload fixed|--workload fixed --compile|--workload realistic|--workload realistic --compile|--mode soft|--mode soft --compile|--workload realistic --dtype float32}"
 for args in "${RUNS[@]}"; do
   echo "== tts bench $args"
   # shellcheck disable=SC2086
-  tts bench --model /tmp/smollm2-random --device cuda $args --json | tee -a "$OUT/bench.jsonl"
+  tts bench --model /tmp/model-random --device cuda $args --json | tee -a "$OUT/bench.jsonl"
 done
 echo "== step profile"
-python3 -m benchmarks.step_profile /tmp/smollm2-random --device cuda --rows 1 64 --compile | tee "$OUT/step_profile.jsonl"
+python3 -m benchmarks.step_profile /tmp/model-random --device cuda --rows 1 64 --compile | tee "$OUT/step_profile.jsonl"

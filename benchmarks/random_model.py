@@ -20,13 +20,16 @@ def main() -> None:
     ap.add_argument("src", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="where to initialise (cuda is much faster for large models)")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     a = ap.parse_args()
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(a.src, local_files_only=True)
     torch.manual_seed(a.seed)
-    model = AutoModelForCausalLM.from_config(config)
+    with torch.device(a.device):
+        model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, a.dtype))
     a.out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(a.out)
     for f in a.src.iterdir():
