@@ -10,7 +10,7 @@ row from one slot to another when a neighbour finishes.
 Cache layout: for each layer, keys and values of shape [slots, kv_heads, capacity, head_dim].
 Active rows always occupy slots 0..B-1, so a decode step works on plain views, never a gather.
 
-On CUDA a decode step of a 135M-parameter model is ~900 small kernels, and launching them from
+On CUDA a decode step of a 135M-parameter model is ~1,300 small kernels, and launching them from
 Python costs more than running them. There the step is captured once per (row bucket, key span)
 as a CUDA graph over static input buffers and the cache, and replayed (see `_graphed`).
 """

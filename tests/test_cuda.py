@@ -2,15 +2,13 @@
 
 Skipped without a GPU: CI has none. Run on a GPU machine with `pytest tests/test_cuda.py`.
 """
-import math
-
 import pytest
 import torch
 
 from strategies.decoder import GRAPH_SPAN, Decoder, graph_rows
-from strategies.engine import Engine, Request
-from strategies.generators.discrete import Discrete, DiscreteParams
-from tests.test_engine import PROMPTS, chat_ids
+from strategies.generators.discrete import DiscreteParams
+from tests.test_engine import PROMPTS, chat_ids, check_signals_by_teacher_forcing
+from tests.test_engine import run as engine_run
 from tts_cli.tiny import tiny_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -21,10 +19,8 @@ def cuda_model(arch, seed=3, dtype=torch.float32):
     return model.to("cuda", dtype), tok
 
 
-def run(model, tok, params, n=2, batch_size=5, max_new=40, seed=0, **kw):
-    eng = Engine(model, tok, Discrete(params), batch_size=batch_size, max_new_tokens=max_new, seed=seed, **kw)
-    reqs = [Request(key=k, prompt_ids=chat_ids(tok, p), n=n) for k, p in enumerate(PROMPTS)]
-    return eng, list(eng.run(reqs))
+def run(model, tok, params, n=2, batch_size=5, max_new=40, **kw):
+    return engine_run(model, tok, params, n=n, batch_size=batch_size, max_new=max_new, **kw)
 
 
 def test_graph_rows_pad_up_and_never_past_the_slots():
@@ -76,22 +72,8 @@ def test_greedy_on_cuda_equals_transformers_generate(arch):
 
 def test_signals_on_cuda_equal_a_teacher_forced_pass():
     model, tok = cuda_model("llama")
-    V = len(tok)
     _, reqs = run(model, tok, DiscreteParams(temperature=1.0, top_k=20, top_p=0.9), n=3, batch_size=4)
-    checked = 0
-    for req in reqs:
-        for row in req.rows:
-            with torch.no_grad():
-                out = model(torch.tensor([req.prompt_ids + row.ids], device="cuda"))
-            L = len(req.prompt_ids)
-            lp = torch.log_softmax(out.logits[0, L - 1: L + len(row.ids) - 1, :V].double(), -1)
-            for t, tok_id in enumerate(row.ids):
-                assert row.logprob[t] == pytest.approx(lp[t, tok_id].item(), abs=1e-4)
-                assert row.entropy[t] == pytest.approx(-(lp[t].exp() * lp[t]).sum().item(), abs=1e-4)
-                assert row.self_certainty[t] == pytest.approx(-math.log(V) - lp[t].mean().item(), abs=1e-4)
-                assert row.confidence[t] == pytest.approx(-lp[t].topk(20).values.mean().item(), abs=1e-4)
-                checked += 1
-    assert checked > 100
+    assert check_signals_by_teacher_forcing(model, len(tok), reqs) > 100
 
 
 def samples(reqs):

@@ -46,31 +46,35 @@ def test_greedy_equals_transformers_generate(arch):
 
 def teacher_forced_logits(model, prompt, gen):
     with torch.no_grad():
-        out = model(torch.tensor([prompt + gen]))
+        out = model(torch.tensor([prompt + gen], device=model.device))
     return out.logits[0, len(prompt) - 1: len(prompt) + len(gen) - 1].double()
+
+
+def check_signals_by_teacher_forcing(model, vocab, reqs) -> int:
+    """Every recorded per-token signal against an independent pass over each final sequence;
+    returns how many tokens were checked."""
+    checked = 0
+    for req in reqs:
+        for row in req.rows:
+            lp = torch.log_softmax(teacher_forced_logits(model, req.prompt_ids, row.ids)[:, :vocab], -1)
+            p = lp.exp()
+            for t, tok_id in enumerate(row.ids):
+                assert row.logprob[t] == pytest.approx(lp[t, tok_id].item(), abs=1e-4)
+                assert row.entropy[t] == pytest.approx(-(p[t] * lp[t]).sum().item(), abs=1e-4)
+                assert row.self_certainty[t] == pytest.approx(-math.log(vocab) - lp[t].mean().item(), abs=1e-4)
+                assert row.confidence[t] == pytest.approx(-lp[t].topk(20).values.mean().item(), abs=1e-4)
+                checked += 1
+    return checked
 
 
 @pytest.mark.parametrize("n,batch_size", [(3, 4), (8, 20)])
 def test_per_token_signals_equal_a_teacher_forced_pass(tiny, n, batch_size, monkeypatch):
     """(3, 4): each row reads its own cache; (8, 20): rows share their prompt's cache (cascade)."""
     model, tok = tiny
-    V = len(tok)
     shares = count_shared_steps(monkeypatch)
     _, reqs = run(model, tok, DiscreteParams(temperature=1.0, top_k=20, top_p=0.9), n=n, batch_size=batch_size)
     assert (shares[0] > 0) == (n >= Engine.SHARE_MIN_ROWS)
-    checked = 0
-    for req in reqs:
-        for row in req.rows:
-            z = teacher_forced_logits(model, req.prompt_ids, row.ids)[:, :V]
-            lp = torch.log_softmax(z, -1)
-            p = lp.exp()
-            for t, tok_id in enumerate(row.ids):
-                assert row.logprob[t] == pytest.approx(lp[t, tok_id].item(), abs=1e-4)
-                assert row.entropy[t] == pytest.approx(-(p[t] * lp[t]).sum().item(), abs=1e-4)
-                assert row.self_certainty[t] == pytest.approx(-math.log(V) - lp[t].mean().item(), abs=1e-4)
-                assert row.confidence[t] == pytest.approx(-lp[t].topk(20).values.mean().item(), abs=1e-4)
-                checked += 1
-    assert checked > 100
+    assert check_signals_by_teacher_forcing(model, len(tok), reqs) > 100
 
 
 def count_shared_steps(monkeypatch) -> list[int]:

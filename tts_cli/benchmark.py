@@ -62,7 +62,7 @@ def _sync(device: str) -> None:
 class Timing:
     tokens: int
     seconds: float
-    setup: float = 0.0   # an untimed first pass (CUDA graph capture), seconds
+    setup: float = 0.0   # an untimed first pass (CUDA graph capture, torch.compile), seconds
 
     @property
     def tok_s(self) -> float:
