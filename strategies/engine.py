@@ -1,4 +1,4 @@
-"""The batched decode loop every generator shares.
+"""The batched decode loop every generator shares (our backend).
 
 Requests (one prompt, N samples) stream in; each prompt is prefilled once and its keys/values are
 copied into the slots of its N rows. Rows decode together, one token (or one concept token) per
@@ -7,78 +7,41 @@ waits the last active row moves into the hole, so the batch stays dense and fini
 nothing. Each row's next input is a mixture of token embeddings — a single token with weight 1 for
 discrete decoding — which is what lets soft and discrete rows share a batch.
 
-A generator is a *policy* (strategies/generators/): it turns a step's logits into each row's
-emitted token and next input. The engine owns everything else: scheduling, per-token signals,
-forced tokens, stopping, and the per-sample record.
+One step (`step`):  forward → generator chooses → one read-back → record → finish checks.
+The generator (strategies/generators/) decides tokens and next inputs; a controller
+(control.py, optional) stops rows and holds samples back; the decoder (decoder.py) runs the model.
 """
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
 
+from strategies.backend import Backend, Capabilities
+from strategies.control import SKIP, START, Controller
 from strategies.decoder import Decoder, SharedPrefixes
+from strategies.generators import REGISTRY
+from strategies.generators.base import Generator, Text
 from strategies.rng import row_rng
-from strategies.sampler import raw_signals
+from strategies.rows import LENGTH, SKIPPED, STOP, Choice, Request, Row, Step
+from strategies.sampler import Signals, raw_signals
+
+__all__ = ["Engine", "Request", "Row", "eos_token_ids"]
 
 
-@dataclass
-class Row:
-    """One (prompt, sample) being decoded."""
+class Engine(Backend):
+    name = "native"
 
-    req: "Request"
-    i: int
-    rng: np.random.Generator
-    pos: int                      # cache position of the pending input
-    inp_ids: list[int]            # pending input: a mixture of these token embeddings…
-    inp_w: list[float]            # …with these weights
-    ids: list[int] = field(default_factory=list)
-    logprob: list[float] = field(default_factory=list)
-    entropy: list[float] = field(default_factory=list)
-    self_certainty: list[float] = field(default_factory=list)
-    confidence: list[float] = field(default_factory=list)
-    forced: deque = field(default_factory=deque)  # tokens to emit regardless of the logits
-    state: dict = field(default_factory=dict)     # the policy's own per-row state
-    finish: str | None = None
-
-
-@dataclass
-class Request:
-    """One input record: a tokenised prompt and how many samples to draw from it."""
-
-    key: Any                # the record id (keys the random streams)
-    prompt_ids: list[int]
-    n: int
-    payload: Any = None     # carried through untouched (the input record)
-    error: str | None = None
-    rows: list[Row] = field(default_factory=list)
-    prefix: list | None = None
-    unplaced: int = 0
-
-    @property
-    def done(self) -> bool:
-        return self.error is not None or (len(self.rows) == self.n and all(r.finish for r in self.rows))
-
-
-@dataclass
-class Step:
-    """What a policy decides for one row at one step."""
-
-    token: int
-    next_ids: list[int]
-    next_w: list[float]
-
-
-class Engine:
-    def __init__(self, model, tokenizer, policy, *, batch_size: int = 64, max_new_tokens: int = 256,
+    def __init__(self, model, tokenizer, generator: Generator, *, batch_size: int = 64, max_new_tokens: int = 256,
                  stop: Iterable[str] = (), seed: int = 0, ignore_eos: bool = False, progress=None,
-                 share_prefix: bool = True, cuda_graphs: bool = True, compile: bool = False):
+                 share_prefix: bool = True, cuda_graphs: bool = True, compile: bool = False,
+                 controller: Controller | None = None):
         self.decoder = Decoder(model, max_slots=batch_size, cuda_graphs=cuda_graphs, compile=compile)
         self.tokenizer = tokenizer
-        self.policy = policy
+        self.generator = generator
+        self.controller = controller
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.stop = [s for s in stop if s]
@@ -90,10 +53,17 @@ class Engine:
         self.vocab_size = len(tokenizer)
         self.progress = progress
         self.tokens_generated = 0
+        self.steps = 0
         # the CUDA graphs capture per-row attention only; on a GPU the saved prompt reads are
         # worth far less than the launches the graphs save
         self.share_prefix = share_prefix and not self.decoder.cuda_graphs
-        policy.bind(self)
+        generator.setup(Text(encode=lambda s: tokenizer(s, add_special_tokens=False)["input_ids"],
+                             decode=tokenizer.decode, eos_ids=frozenset(self.eos_ids)))
+        if controller is not None:
+            controller.bind(self.text_of)
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(modes=tuple(REGISTRY))
 
     # ----- scheduling ------------------------------------------------------------------
     def run(self, requests: Iterable[Request]) -> Iterator[Request]:
@@ -104,93 +74,172 @@ class Engine:
         in_order: deque[Request] = deque()
         exhausted = False
         while True:
-            while len(active) < self.batch_size:
-                if not waiting:
-                    if exhausted:
-                        break
-                    req = next(source, None)
-                    if req is None:
-                        exhausted = True
-                        break
-                    in_order.append(req)
-                    waiting.extend(self._admit(req))
-                    continue
-                self._place(waiting.popleft(), active)
+            exhausted = self._fill(source, waiting, active, in_order, exhausted)
             while in_order and in_order[0].done:
                 yield in_order.popleft()
             if not active:
                 if exhausted and not waiting:
                     break
+                if waiting:  # nothing runs, and the controller lets nothing start: no step could change that
+                    raise RuntimeError("the controller holds back every waiting row while none runs")
                 continue
-            self._step(active)
+            self.step(active)
             self._retire(active)
         while in_order:
             yield in_order.popleft()
 
-    def _admit(self, req: Request) -> list[Row]:
+    # Rows a controller holds back stay waiting while later requests are admitted, up to this
+    # many waiting rows per slot.
+    LOOKAHEAD = 4
+
+    def _fill(self, source, waiting: deque, active: list, in_order: deque, exhausted: bool) -> bool:
+        """Place waiting rows into free slots, admitting requests as needed; returns `exhausted`."""
+        while len(active) < self.batch_size:
+            row = self._next_row(waiting)
+            if row is not None:
+                self.place(row, active)
+                continue
+            if exhausted or len(waiting) >= self.LOOKAHEAD * self.batch_size:
+                break
+            req = next(source, None)
+            if req is None:
+                return True
+            in_order.append(req)
+            waiting.extend(self.admit(req))
+        return exhausted
+
+    def _next_row(self, waiting: deque) -> Row | None:
+        """The first waiting row allowed to start (rows a controller skips finish unstarted)."""
+        if self.controller is None:
+            return waiting.popleft() if waiting else None
+        for row in list(waiting):
+            verdict = self.controller.admit(row)
+            if verdict == START:
+                waiting.remove(row)
+                return row
+            if verdict == SKIP:
+                waiting.remove(row)
+                row.finish = SKIPPED
+                row.req.unplaced -= 1
+                self._release_prompt(row.req)
+        return None
+
+    def admit(self, req: Request) -> list[Row]:
+        """Prefill a request's prompt and create its rows (not yet placed)."""
         if req.error is not None:
             return []
         ids = req.prompt_ids
         # The last prompt token is every row's first input, so the shared prefill covers the rest.
-        req.prefix = self.decoder.prefill(torch.tensor(ids[:-1], device=self.decoder.device)) if len(ids) > 1 else []
-        req.rows = [Row(req, i, row_rng(self.seed, req.key, i), len(ids) - 1, [ids[-1]], [1.0])
+        req.prefix = (self.decoder.prefill(torch.tensor(ids[:-1], device=self.decoder.device), req.inject)
+                      if len(ids) > 1 else [])
+        req.rows = [Row(req, i, row_rng(self.seed, req.key, req.sample_offset + i), len(ids) - 1, [ids[-1]], [1.0])
                     for i in range(req.n)]
         req.unplaced = req.n
         for row in req.rows:
-            self.policy.start(row)
+            self.generator.start(row)
+        if self.controller is not None:
+            self.controller.begin(req)
         return list(req.rows)
 
-    def _place(self, row: Row, active: list[Row]) -> None:
-        slot = len(active)
-        self.decoder.write_prefix(slot, row.req.prefix)
+    def place(self, row: Row, active: list[Row]) -> None:
+        """Give a row the next free slot: its prompt's keys/values are copied in."""
+        self.decoder.cache.write_prefix(len(active), row.req.prefix)
         active.append(row)
+        row.started = True
         row.req.unplaced -= 1
 
     def _retire(self, active: list[Row]) -> None:
         """Drop finished rows, moving the last active row into each hole."""
         slot = 0
         while slot < len(active):
-            if active[slot].finish is None:
+            row = active[slot]
+            if row.finish is None:
                 slot += 1
                 continue
-            req = active[slot].req
-            if req.unplaced == 0 and all(r.finish for r in req.rows):
-                req.prefix = None  # no row reads the shared prompt cache any more
+            if self.controller is not None:
+                self.controller.finished(row)
+            self._release_prompt(row.req)
             last = active.pop()
             if slot < len(active):
-                self.decoder.move_slot(len(active), slot, last.pos)
+                self.decoder.cache.move_slot(len(active), slot, last.pos)
                 active[slot] = last
 
+    @staticmethod
+    def _release_prompt(req: Request) -> None:
+        if req.unplaced == 0 and all(r.finish for r in req.rows):
+            req.prefix = None  # no row reads the shared prompt cache any more
+
     # ----- one decode step -------------------------------------------------------------
-    def _step(self, active: list[Row]) -> None:
-        dev = self.decoder.device
-        x = self._inputs(active)
+    def step(self, active: list[Row]) -> None:
+        logits, sig = self.forward(active)
+        choice = self.generator.choose(active, logits, sig)
+        host = self.read_back(active, choice, sig)
+        self.record(active, host)
+        self.check_finish(active)
+
+    def forward(self, active: list[Row]) -> tuple[torch.Tensor, Signals]:
+        """The rows' next logits [B, V] and the raw distribution's signals."""
         pos = [r.pos for r in active]
-        positions = torch.tensor(pos, device=dev)
-        logits = self.decoder.decode(x, positions, self._shared(active), span=max(pos) + 1)[:, : self.vocab_size]
-        sig = raw_signals(logits, self.vocab_size)
-        steps = self.policy.choose(active, logits, sig)
-        for b, (r, st) in enumerate(zip(active, steps)):
+        positions = torch.tensor(pos, device=self.decoder.device)
+        logits = self.decoder.decode(self._inputs(active), positions, self._shared(active), span=max(pos) + 1)
+        logits = logits[:, : self.vocab_size]
+        return logits, raw_signals(logits, self.vocab_size)
+
+    def read_back(self, active: list[Row], choice: Choice, sig: Signals) -> dict[str, np.ndarray]:
+        """The step's one device-to-host transfer: chosen (or forced) tokens, their log-probabilities,
+        the signals and the generator's extras."""
+        toks = choice.tokens
+        forced = [b for b, r in enumerate(active) if r.forced]
+        if forced:
+            toks = toks.clone()
+            toks[torch.tensor(forced, device=toks.device)] = torch.tensor(
+                [active[b].forced[0] for b in forced], device=toks.device)
+        return to_host({"token": toks, "logprob": sig.logprob(toks), "entropy": sig.entropy,
+                        "self_certainty": sig.self_certainty, "confidence": sig.confidence, **choice.extras})
+
+    def record(self, active: list[Row], host: dict[str, np.ndarray]) -> None:
+        """Append each row's token and signals, set its next input, let the generator react."""
+        steps = self.generator.decide(active, host)
+        lp, ent, sc, conf = (host[k].tolist() for k in ("logprob", "entropy", "self_certainty", "confidence"))
+        for b, r in enumerate(active):
+            st = steps[b]
             if r.forced:
                 tok = r.forced.popleft()
                 st = Step(tok, [tok], [1.0])
-            r.inp_ids, r.inp_w = st.next_ids, st.next_w
             r.ids.append(st.token)
-        toks = torch.tensor([r.ids[-1] for r in active], device=dev)
-        # one transfer for the four signals (each .tolist() on a GPU is a sync)
-        lp, ent, sc, conf = torch.stack([sig.logprob(toks), sig.entropy, sig.self_certainty,
-                                         sig.confidence]).tolist()
-        for b, r in enumerate(active):
-            r.logprob.append(lp[b])
+            r.inp_ids, r.inp_w = st.next_ids, st.next_w
+            r.logprob.append(lp[b] if st.logprob is None else st.logprob)
             r.entropy.append(ent[b])
             r.self_certainty.append(sc[b])
             r.confidence.append(conf[b])
             r.pos += 1
-            self.policy.after(r)
-            self._check_finish(r)
+            change = self.generator.after(r)
+            if change is not None:
+                if change.next_ids is not None:
+                    r.inp_ids, r.inp_w = change.next_ids, change.next_w
+                r.forced.extend(change.force)
+        self.steps += 1
         self.tokens_generated += len(active)
         if self.progress is not None:
             self.progress.update(len(active))
+
+    def check_finish(self, active: list[Row]) -> None:
+        for r in active:
+            r.finish = self._finish_reason(r)
+        if self.controller is not None:
+            for r, why in self.controller.step([r for r in active if r.finish is None]):
+                r.finish = why
+
+    def _finish_reason(self, r: Row) -> str | None:
+        if r.forced:
+            return None  # forced tokens (e.g. an inserted think-end string) are always completed
+        if not self.ignore_eos and r.ids[-1] in self.eos_ids:
+            return STOP
+        if self.stop and any(s in self.tokenizer.decode(r.ids[-self.stop_window:]) for s in self.stop):
+            return STOP
+        if len(r.ids) >= self.max_new_tokens or r.pos + 1 >= self.decoder.max_positions:
+            return LENGTH
+        return None
 
     def _inputs(self, active: list[Row]) -> torch.Tensor:
         """The rows' input embeddings [B, D]: each a mixture of token embeddings."""
@@ -222,16 +271,6 @@ class Engine:
             return None
         return self.decoder.share(prefixes, rows, len(active))
 
-    def _check_finish(self, r: Row) -> None:
-        if r.forced:
-            return  # forced tokens (e.g. an inserted think-end string) are always completed
-        if not self.ignore_eos and r.ids[-1] in self.eos_ids:
-            r.finish = "stop"
-        elif self.stop and any(s in self.tokenizer.decode(r.ids[-self.stop_window:]) for s in self.stop):
-            r.finish = "stop"
-        elif len(r.ids) >= self.max_new_tokens or r.pos + 1 >= self.decoder.max_positions:
-            r.finish = "length"
-
     # ----- results ---------------------------------------------------------------------
     def text_of(self, r: Row) -> str:
         text = self.tokenizer.decode(r.ids, skip_special_tokens=True)
@@ -240,6 +279,17 @@ class Engine:
             if cut >= 0:
                 text = text[:cut]
         return text
+
+
+def to_host(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Copy several device tensors to the host in one transfer (float64 holds token ids exactly)."""
+    flat = torch.cat([t.reshape(-1).to(torch.float64) for t in tensors.values()]).cpu().numpy()
+    out, at = {}, 0
+    for name, t in tensors.items():
+        n = t.numel()
+        out[name] = flat[at: at + n].reshape(t.shape)
+        at += n
+    return out
 
 
 def eos_token_ids(model, tokenizer) -> set[int]:

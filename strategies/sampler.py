@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -60,32 +61,39 @@ def raw_signals(logits: torch.Tensor, vocab_size: int) -> Signals:
     return Signals(y, log_norm, entropy, self_certainty, confidence)
 
 
+class Paths(NamedTuple):
+    """Which code paths a batch's settings need: known on the host, so `sample` need not ask the
+    device (each such question is a sync on a GPU)."""
+
+    all_greedy: bool
+    any_greedy: bool
+    any_truncation: bool
+
+
 @dataclass
 class SamplingParams:
-    """Per-row truncation settings as [B] tensors (top_k 0 = off, top_p 1 = off, min_p 0 = off).
-
-    `kinds`, when known on the host, says which paths `sample` needs, so it need not ask the
-    device (each such question is a sync on a GPU).
-    """
+    """Per-row truncation settings as [B] tensors (top_k 0 = off, top_p 1 = off, min_p 0 = off)."""
 
     temperature: torch.Tensor
     top_k: torch.Tensor
     top_p: torch.Tensor
     min_p: torch.Tensor
-    kinds: tuple[bool, bool, bool] | None = None   # (all greedy, any greedy, any truncation)
+    paths: Paths | None = None   # when known on the host
 
     @classmethod
-    def stack(cls, rows: list[tuple[float, int, float, float]], device) -> "SamplingParams":
-        t = torch.tensor(rows, dtype=torch.float64, device=device)
-        greedy = [r[0] <= 0 for r in rows]
-        kinds = (all(greedy), any(greedy), any(r[1] > 0 or r[2] < 1 or r[3] > 0 for r in rows))
-        return cls(t[:, 0].float(), t[:, 1].long(), t[:, 2].float(), t[:, 3].float(), kinds)
+    def stack(cls, rows, device) -> "SamplingParams":
+        """From per-row settings with fields temperature, top_p, top_k, min_p (e.g. DiscreteParams)."""
+        t = torch.tensor([(r.temperature, r.top_k, r.top_p, r.min_p) for r in rows], dtype=torch.float64,
+                         device=device)
+        greedy = [r.temperature <= 0 for r in rows]
+        paths = Paths(all(greedy), any(greedy), any(r.top_k > 0 or r.top_p < 1 or r.min_p > 0 for r in rows))
+        return cls(t[:, 0].float(), t[:, 1].long(), t[:, 2].float(), t[:, 3].float(), paths)
 
-    def which(self) -> tuple[bool, bool, bool]:
-        if self.kinds is not None:
-            return self.kinds
+    def which(self) -> Paths:
+        if self.paths is not None:
+            return self.paths
         greedy = self.temperature <= 0
-        return bool(greedy.all()), bool(greedy.any()), self.truncates()
+        return Paths(bool(greedy.all()), bool(greedy.any()), self.truncates())
 
     def truncates(self) -> bool:
         return bool((self.top_k > 0).any() or (self.top_p < 1).any() or (self.min_p > 0).any())

@@ -5,7 +5,8 @@ Skipped without a GPU: CI has none. Run on a GPU machine with `pytest tests/test
 import pytest
 import torch
 
-from strategies.decoder import GRAPH_SPAN, Decoder, graph_rows
+from strategies.cuda_graphs import graph_rows, graph_span
+from strategies.decoder import Decoder
 from strategies.generators.discrete import DiscreteParams
 from tests.test_engine import PROMPTS, chat_ids, check_signals_by_teacher_forcing
 from tests.test_engine import run as engine_run
@@ -29,6 +30,13 @@ def test_graph_rows_pad_up_and_never_past_the_slots():
     assert graph_rows(65, 96) == 96
 
 
+def test_graph_spans_pad_little():
+    for span in range(1, 5000):
+        g = graph_span(span, 1 << 30)
+        assert g >= span and (g - span < 64 or (g - span) / span <= 0.125)
+    assert graph_span(300, 290) == 300  # never past the model's positions, never below the need
+
+
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3"])
 def test_graph_decode_equals_eager_decode(arch):
     """The same cache contents and inputs through a replayed graph and through eager ops."""
@@ -39,9 +47,9 @@ def test_graph_decode_equals_eager_decode(arch):
     prompts = [chat_ids(tok, p) for p in PROMPTS]
     for dec in (graphed, eager):
         for slot, ids in enumerate(prompts + prompts[:1]):
-            dec.write_prefix(slot, dec.prefill(torch.tensor(ids, device="cuda")))
+            dec.cache.write_prefix(slot, dec.prefill(torch.tensor(ids, device="cuda")))
     pos = torch.tensor([len(ids) for ids in prompts + prompts[:1]], device="cuda")
-    for step in range(GRAPH_SPAN + 8):  # crosses a span bucket and a cache growth
+    for step in range(264):  # crosses span buckets and a cache growth (capacity 256 first)
         # row counts change, so several graphs replay in turn; padding rows (of the 5-row step)
         # land in slots 5..7, which are free as the engine guarantees
         B = (5, 4, 2, 1)[(step // 7) % 4]
@@ -50,8 +58,8 @@ def test_graph_decode_equals_eager_decode(arch):
         b = eager.decode(x, pos[:B])
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
         pos[:B] += 1
-    assert len(graphed._graphs) >= 3
-    for kg, ke in zip(graphed.k, eager.k):  # the written keys too, slot by slot over the used span
+    assert len(graphed.graphs) >= 3
+    for kg, ke in zip(graphed.cache.k, eager.cache.k):  # the written keys too, slot by slot over the used span
         n = int(pos.max())
         torch.testing.assert_close(kg[:5, :, :n], ke[:5, :, :n], rtol=1e-4, atol=1e-4)
 

@@ -107,7 +107,7 @@ def test_shared_prefix_attention_equals_per_row_attention(arch):
     positions = torch.zeros(B, dtype=torch.long)
     for p, rs, prefix in zip(prompts, rows, prefixes):
         for b in rs:
-            dec.write_prefix(b, prefix)
+            dec.cache.write_prefix(b, prefix)
             positions[b] = len(p)
     D = model.config.hidden_size
     for step in range(6):  # a few steps, so rows also attend to their own earlier tokens
@@ -123,7 +123,7 @@ def test_shared_prefix_attention_equals_per_row_attention(arch):
 
 
 def test_attend_matches_its_reference():
-    from strategies.decoder import attend, attend_reference
+    from strategies.attention import attend, attend_reference
 
     g = torch.Generator().manual_seed(1)
     q, k, v = (torch.randn(3, 2, 4, 8, generator=g), torch.randn(3, 2, 11, 8, generator=g),

@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 import torch
 
+from strategies.generators.discrete import DiscreteParams
 from strategies.sampler import SamplingParams, raw_signals, sample, sample_sorted, truncated_sorted
+
+
+def stack(settings):
+    """SamplingParams from (temperature, top_k, top_p, min_p) tuples, the order brute_truncate takes."""
+    return SamplingParams.stack([DiscreteParams(temperature=t, top_k=k, top_p=p, min_p=m)
+                                 for t, k, p, m in settings], "cpu")
 
 
 def brute_truncate(z, T, top_k, top_p, min_p):
@@ -43,7 +50,7 @@ SETTINGS = [(1.0, 0, 1.0, 0.0), (0.7, 5, 1.0, 0.0), (0.6, 30, 0.95, 0.001), (1.3
 def test_truncation_matches_brute_force(setting):
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(6, 50, generator=g) * 3
-    sp = SamplingParams.stack([setting] * 6, "cpu")
+    sp = stack([setting] * 6)
     probs, ids = truncated_sorted(logits, sp)
     for b in range(6):
         dense = np.zeros(50)
@@ -54,7 +61,7 @@ def test_truncation_matches_brute_force(setting):
 def test_mixed_settings_per_row():
     g = torch.Generator().manual_seed(2)
     logits = torch.randn(len(SETTINGS), 40, generator=g) * 2
-    sp = SamplingParams.stack(SETTINGS, "cpu")
+    sp = stack(SETTINGS)
     probs, ids = truncated_sorted(logits, sp)
     for b, s in enumerate(SETTINGS):
         dense = np.zeros(40)
@@ -79,12 +86,12 @@ def test_sampling_frequencies_match_truncated_distribution():
     target = brute_truncate(logits[0].numpy(), *setting)
     rng = np.random.default_rng(0)
     n = 20000
-    sp = SamplingParams.stack([setting] * n, "cpu")
+    sp = stack([setting] * n)
     toks = sample(logits.expand(n, -1), sp, torch.tensor(rng.random(n)))
     freq = np.bincount(toks.numpy(), minlength=6) / n
     np.testing.assert_allclose(freq, target, atol=0.012)
     # untruncated path too
-    sp = SamplingParams.stack([(1.0, 0, 1.0, 0.0)] * n, "cpu")
+    sp = stack([(1.0, 0, 1.0, 0.0)] * n)
     toks = sample(logits.expand(n, -1), sp, torch.tensor(rng.random(n)))
     p = torch.softmax(logits[0].double(), -1).numpy()
     np.testing.assert_allclose(np.bincount(toks.numpy(), minlength=6) / n, p, atol=0.012)
@@ -92,7 +99,7 @@ def test_sampling_frequencies_match_truncated_distribution():
 
 def test_greedy_rows_take_the_argmax_in_a_mixed_batch():
     logits = torch.tensor([[0.1, 3.0, 2.9], [0.1, 3.0, 2.9]])
-    sp = SamplingParams.stack([(0.0, 0, 1.0, 0.0), (1.0, 0, 1.0, 0.0)], "cpu")
+    sp = stack([(0.0, 0, 1.0, 0.0), (1.0, 0, 1.0, 0.0)])
     toks = sample(logits, sp, torch.tensor([0.999, 0.999]))
     assert toks[0] == 1 and toks[1] == 2
 
@@ -134,13 +141,13 @@ def test_untruncated_draw_is_the_inverse_cdf_in_vocabulary_order():
 
 def test_host_known_sampling_paths_give_the_same_draws():
     """SamplingParams.stack tells `sample` on the host which paths it needs; asking the device
-    instead (kinds=None) must give the same tokens, for all-greedy, mixed, plain and truncated rows."""
+    instead (paths=None) must give the same tokens, for all-greedy, mixed, plain and truncated rows."""
     g = torch.Generator().manual_seed(9)
     logits = torch.randn(4, 40, generator=g) * 2
     u = torch.tensor([0.1, 0.5, 0.9, 0.999], dtype=torch.float64)
     for rows in ([(0.0, 0, 1.0, 0.0)] * 4, [(0.0, 0, 1.0, 0.0), (0.7, 0, 1.0, 0.0)] * 2,
                  [(0.8, 0, 1.0, 0.0)] * 4, [(0.8, 5, 0.9, 0.0), (0.0, 0, 1.0, 0.0)] * 2):
-        sp = SamplingParams.stack(rows, "cpu")
+        sp = stack(rows)
         asked = SamplingParams(sp.temperature, sp.top_k, sp.top_p, sp.min_p)
         assert sp.which() == asked.which()
         assert torch.equal(sample(logits, sp, u), sample(logits, asked, u))

@@ -12,8 +12,8 @@ from tests.test_engine import PROMPTS, chat_ids
 NEVER = "\x00never\x00"  # a think-end string the tiny model will not produce
 
 
-def run(model, tok, policy, n=1, batch_size=64, max_new=20, seed=0, prompts=PROMPTS, keys=None):
-    eng = Engine(model, tok, policy, batch_size=batch_size, max_new_tokens=max_new, seed=seed)
+def run(model, tok, generator, n=1, batch_size=64, max_new=20, seed=0, prompts=PROMPTS, keys=None):
+    eng = Engine(model, tok, generator, batch_size=batch_size, max_new_tokens=max_new, seed=seed)
     keys = keys or list(range(len(prompts)))
     return eng, list(eng.run([Request(key=k, prompt_ids=chat_ids(tok, p), n=n) for k, p in zip(keys, prompts)]))
 

@@ -71,12 +71,12 @@ class Timing:
 
 def chat_ids(tok, text: str) -> list[int]:
     """The prompt exactly as `tts generate` tokenises it (chat template, no extra specials)."""
-    from tts_cli.runner import GenerateOptions, prompt_ids
+    from strategies.runner import GenerateOptions, prompt_ids
 
     return prompt_ids({"prompt": text}, tok, GenerateOptions())
 
 
-def time_tts(loaded, policy, prompts: list[str], n: int, max_new: int, ignore_eos: bool, batch_size: int,
+def time_tts(loaded, generator, prompts: list[str], n: int, max_new: int, ignore_eos: bool, batch_size: int,
              seed: int = 0, cuda_graphs: bool = True, compile: bool = False) -> Timing:
     """Our sampler over the workload. With CUDA graphs or torch.compile the same engine runs it
     twice and the second run is timed: capturing a graph per (rows, span) bucket and compiling are
@@ -84,7 +84,7 @@ def time_tts(loaded, policy, prompts: list[str], n: int, max_new: int, ignore_eo
     from strategies.engine import Engine, Request
 
     model, tok = loaded.model, loaded.tokenizer
-    eng = Engine(model, tok, policy, batch_size=batch_size, max_new_tokens=max_new, seed=seed,
+    eng = Engine(model, tok, generator, batch_size=batch_size, max_new_tokens=max_new, seed=seed,
                  ignore_eos=ignore_eos, cuda_graphs=cuda_graphs, compile=compile)
     ids = [chat_ids(tok, p) for p in prompts]
     setup = 0.0
@@ -139,13 +139,13 @@ def bench_vs_hf(loaded, workload: str, batch_size: int = 64, warmup: bool = True
 
     n_prompts, n, max_new, ignore_eos, temp = WORKLOADS[workload]
     prompts = gsm8k_prompts(n_prompts)
-    policy = Discrete(DiscreteParams(temperature=temp))
+    generator = Discrete(DiscreteParams(temperature=temp))
     if warmup:
-        time_tts(loaded, policy, prompts[:1], 2, 4, True, batch_size)
+        time_tts(loaded, generator, prompts[:1], 2, 4, True, batch_size)
         time_hf(loaded, prompts[:1], 2, 4, True, temp)
-    timings = {"tts": time_tts(loaded, policy, prompts, n, max_new, ignore_eos, batch_size, compile=compile)}
+    timings = {"tts": time_tts(loaded, generator, prompts, n, max_new, ignore_eos, batch_size, compile=compile)}
     if str(loaded.model.device).startswith("cuda"):  # what the CUDA graphs are worth, same run
-        timings["tts_eager"] = time_tts(loaded, policy, prompts, n, max_new, ignore_eos, batch_size,
+        timings["tts_eager"] = time_tts(loaded, generator, prompts, n, max_new, ignore_eos, batch_size,
                                         cuda_graphs=False)
     timings["hf"] = time_hf(loaded, prompts, n, max_new, ignore_eos, temp)
     return _report(loaded, workload, timings, "tts", "hf",
@@ -155,11 +155,11 @@ def bench_vs_hf(loaded, workload: str, batch_size: int = 64, warmup: bool = True
 
 def bench_soft(loaded, rows: int = 32, max_new: int = 128, batch_size: int = 64, compile: bool = False) -> dict:
     """Soft vs discrete decoding on the same prompt, settings and row count (paper defaults)."""
-    from strategies.generators.discrete import Discrete, DiscreteParams
+    from strategies.generators.discrete import Discrete
+    from strategies.generators.soft import THINKING as thinking
     from strategies.generators.soft import Soft, SoftParams
 
     prompts = gsm8k_prompts(1)
-    thinking = DiscreteParams(temperature=0.6, top_p=0.95, top_k=30, min_p=0.001)
     # No think-end, Cold Stop or budget: every step of the measured run is a concept token.
     soft = Soft(SoftParams(thinking=thinking, think_end="\u0000never\u0000", cold_stop_entropy=0.0))
     discrete = Discrete(thinking)

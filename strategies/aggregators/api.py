@@ -16,8 +16,7 @@ from strategies.aggregators import REGISTRY
 from strategies.aggregators.base import Aggregator, Batch, PoolError, decide
 from verifiers import AnswerGroups, extract_answer, group_answers, normalize_answer
 
-# Per-sample summaries that `tts generate` writes and aggregators read.
-SIGNALS = ("mean_logprob", "logprob", "self_certainty", "confidence", "n_tokens")
+from strategies.records import SAMPLE_SIGNALS as SIGNALS
 
 
 # --- method specs ---------------------------------------------------------------------------

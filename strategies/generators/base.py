@@ -1,35 +1,58 @@
-"""The interface between the shared engine and a generator."""
+"""The interface between the shared engine and a generator (what `tts generate --mode` picks).
+
+Per step the engine calls `choose` with the step's logits (device work only, no host sync), reads
+the chosen tokens, the signals and the generator's `extras` back in one transfer, then calls
+`decide` (host side) and, once each row's token is recorded, `after`. A generator never touches
+the engine: what it needs of the tokenizer arrives through `setup`.
+"""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from strategies.rows import Change, Choice, Row, Step
 
 if TYPE_CHECKING:
     import torch
 
-    from strategies.engine import Engine, Row, Step
     from strategies.sampler import Signals
 
 
-class Policy:
-    """A generator's decisions; the engine calls these for every row it decodes."""
+@dataclass(frozen=True)
+class Text:
+    """The tokenizer as a generator sees it."""
 
+    encode: Callable[[str], list[int]]
+    decode: Callable[[list[int]], str]
+    eos_ids: frozenset[int]
+
+
+class Generator:
     name = "base"
 
-    def bind(self, engine: "Engine") -> None:
-        """Called once by the engine (gives access to the tokenizer and decoder)."""
-        self.engine = engine
+    def setup(self, text: Text) -> None:
+        self.text = text
 
-    def start(self, row: "Row") -> None:
+    def start(self, row: Row) -> None:
         """A new row: set up its state."""
 
-    def choose(self, rows: list["Row"], logits: "torch.Tensor", sig: "Signals") -> list["Step"]:
-        """One Step per row from this step's logits [B, V]."""
+    def choose(self, rows: list[Row], logits: "torch.Tensor", sig: "Signals") -> Choice:
+        """The next token of each row, on the device, from this step's logits [B, V]."""
         raise NotImplementedError
 
-    def after(self, row: "Row") -> None:
-        """The row's token for this step is recorded (row.ids[-1]); update state, force tokens."""
+    def decide(self, rows: list[Row], host: dict[str, np.ndarray]) -> list[Step]:
+        """Host side: one Step per row. `host` holds `token` (the chosen or forced token per row),
+        `logprob`, the signals and this generator's extras, as numpy arrays. The default: the
+        token itself is the next input."""
+        return [Step(t, [t], [1.0]) for t in host["token"].astype(np.int64).tolist()]
 
-    def sample_fields(self, row: "Row", trace: bool) -> dict:
+    def after(self, row: Row) -> Change | None:
+        """The row's token for this step is recorded (row.ids[-1]); update state, maybe change its next input."""
+        return None
+
+    def sample_fields(self, row: Row, trace: bool) -> dict:
         """Extra per-sample output fields."""
         return {}
 

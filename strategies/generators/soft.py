@@ -8,38 +8,16 @@ settings, which — unlike the reference implementation — really apply).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 import numpy as np
 import torch
 
-from strategies.engine import Step
-from strategies.generators.base import Policy
-from strategies.generators.discrete import DiscreteParams, draw_tokens
+from strategies.generators.base import Generator
+from strategies.generators.discrete import draw_tokens
+from strategies.generators.params import ANSWER, NOISES, THINKING, SoftParams  # noqa: F401 (re-exported)
+from strategies.rows import Change, Choice, Step
 from strategies.sampler import SamplingParams, truncated_sorted
-
-NOISES = ("none", "gumbel", "dirichlet", "gaussian")
-
-
-@dataclass
-class SoftParams:
-    thinking: DiscreteParams = field(default_factory=lambda: DiscreteParams(0.6, 0.95, 30, 0.001))
-    answer: DiscreteParams = field(default_factory=lambda: DiscreteParams(0.6, 0.95, 30, 0.0))
-    max_topk: int = 10
-    noise: str = "none"
-    gumbel_tau: float = 0.5
-    dirichlet_alpha: float = 4.0
-    gaussian_sigma: float = 0.05
-    think_start: str | None = None
-    think_end: str = "</think>"
-    cold_stop_entropy: float = 0.01
-    cold_stop_steps: int = 256
-    soft_budget: int = 0  # 0 = none
-
-    def __post_init__(self):
-        if self.noise not in NOISES:
-            raise ValueError(f"noise must be one of {NOISES}")
-
 
 def perturb(w: np.ndarray, noise: str, rng: np.random.Generator, p: SoftParams) -> np.ndarray:
     """Randomise top-K weights (zeros are outside the support and stay zero)."""
@@ -67,75 +45,88 @@ def perturb(w: np.ndarray, noise: str, rng: np.random.Generator, p: SoftParams) 
     return out / out.sum() if out.sum() > 0 else w
 
 
-class Soft(Policy):
+class Soft(Generator):
     name = "soft"
 
     def __init__(self, params: SoftParams | None = None):
         self.p = params or SoftParams()
+        self._answer_sp: dict[tuple, SamplingParams] = {}   # answer settings stacked per batch size
 
-    def bind(self, engine) -> None:
-        super().bind(engine)
-        tok = engine.tokenizer
-        self.end_ids = tok(self.p.think_end, add_special_tokens=False)["input_ids"] if self.p.think_end else []
+    def setup(self, text) -> None:
+        super().setup(text)
+        self.end_ids = text.encode(self.p.think_end) if self.p.think_end else []
         # the end string spans at most this many top-1 tokens
         self.end_window = len(self.p.think_end) + 2
 
     def start(self, row) -> None:
-        started = self.p.think_start is None or self.p.think_start in self.engine.tokenizer.decode(row.req.prompt_ids)
+        started = self.p.think_start is None or self.p.think_start in self.text.decode(row.req.prompt_ids)
         row.state.update(phase="think" if started else "pre", steps=0, low=0, ended_by=None, start=0,
                          topk_ids=[], topk_w=[], hq=[])
 
-    # ----- decisions ---------------------------------------------------------------
+    # ----- device side: tokens for ordinary rows, truncated top-K for thinking rows --------
     def choose(self, rows, logits, sig):
-        steps: list[Step | None] = [None] * len(rows)
         think = [b for b, r in enumerate(rows) if r.state["phase"] == "think"]
         other = [b for b, r in enumerate(rows) if r.state["phase"] != "think"]
+        if not think:  # no concept step in this batch: plain sampling, no gathers
+            return Choice(draw_tokens(rows, logits, self._answer(len(rows), logits.device)))
+        tokens = torch.zeros(len(rows), dtype=torch.long, device=logits.device)
         if other:
-            toks = draw_tokens([rows[b] for b in other], logits[other], [self.p.answer] * len(other))
-            for b, t in zip(other, toks):
-                steps[b] = Step(t, [t], [1.0])
-        if think:
-            for b, st in zip(think, self._concepts([rows[b] for b in think], logits[think])):
-                steps[b] = st
-        return steps
+            idx = torch.tensor(other, device=logits.device)
+            tokens[idx] = draw_tokens([rows[b] for b in other], logits[idx], self._answer(len(other), logits.device))
+        t_idx = torch.tensor(think, device=logits.device)
+        z = logits[t_idx]
+        sp = SamplingParams.stack([self.p.thinking] * len(think), logits.device)
+        probs, ids = truncated_sorted(z, sp)
+        K = self.p.max_topk
+        ids = ids[:, :K]
+        # raw log p of each candidate: the emitted token is chosen among them on the host
+        logp = sig.shifted[t_idx].gather(1, ids) - sig.log_norm[t_idx, None]
+        return Choice(tokens, {"w": probs[:, :K], "ids": ids, "logp": logp, "hq": self._entropy_at_temperature(z)})
 
-    def _concepts(self, rows, logits: torch.Tensor) -> list[Step]:
-        p = self.p
-        sp = SamplingParams.stack([p.thinking.row()] * len(rows), logits.device)
-        probs, ids = truncated_sorted(logits, sp)
-        w = probs[:, : p.max_topk].double()
-        w = (w / w.sum(-1, keepdim=True)).cpu().numpy()
-        ids = ids[:, : p.max_topk].cpu().numpy()
-        hq = self._entropy_at_temperature(logits).tolist()
-        out = []
-        for r, wr, ir, h in zip(rows, w, ids, hq):
-            wr = perturb(wr, p.noise, r.rng, p)
-            order = np.argsort(-wr, kind="stable")
-            order = order[wr[order] > 0]
-            wr = wr[order] / wr[order].sum()
-            ir = ir[order].tolist()
-            wl = wr.tolist()
-            st = r.state
-            st["topk_ids"].append(ir)
-            st["topk_w"].append([round(x, 4) for x in wl])
-            st["hq"].append(h)
-            out.append(Step(ir[0], ir, wl))
-        return out
+    def _answer(self, n: int, device) -> SamplingParams:
+        key = (n, device)
+        if key not in self._answer_sp:
+            self._answer_sp[key] = SamplingParams.stack([self.p.answer] * n, device)
+        return self._answer_sp[key]
 
     def _entropy_at_temperature(self, logits: torch.Tensor) -> torch.Tensor:
         """H(softmax(z/T)) over the full vocabulary: what Cold Stop watches (0 at T = 0)."""
         T = self.p.thinking.temperature
         if T <= 0:
-            return torch.zeros(logits.shape[0])
+            return torch.zeros(logits.shape[0], device=logits.device)
         lq = torch.log_softmax(logits.float() / T, dim=-1)
         return -(lq.exp() * lq.nan_to_num(neginf=0.0)).sum(-1)
 
-    # ----- phase transitions after the step's token is recorded ---------------------
-    def after(self, row) -> None:
+    # ----- host side: concept tokens (with noise), then phase changes ---------------------
+    def decide(self, rows, host):
+        steps = super().decide(rows, host)
+        if "w" not in host:
+            return steps
+        p = self.p
+        think = [b for b, r in enumerate(rows) if r.state["phase"] == "think"]
+        w = host["w"] / host["w"].sum(-1, keepdims=True)
+        ids = host["ids"].astype(np.int64)
+        for j, b in enumerate(think):
+            r = rows[b]
+            wr = perturb(w[j], p.noise, r.rng, p)
+            order = np.argsort(-wr, kind="stable")
+            order = order[wr[order] > 0]
+            wr = wr[order] / wr[order].sum()
+            ir = ids[j][order].tolist()
+            wl = wr.tolist()
+            st = r.state
+            st["topk_ids"].append(ir)
+            st["topk_w"].append([round(x, 4) for x in wl])
+            st["hq"].append(float(host["hq"][j]))
+            steps[b] = Step(ir[0], ir, wl, logprob=float(host["logp"][j][order[0]]))
+        return steps
+
+    def after(self, row):
         st = row.state
         phase = st["phase"]
+        change = None
         if phase == "pre":
-            tail = self.engine.tokenizer.decode(row.ids[-(len(self.p.think_start) + 2):])
+            tail = self.text.decode(row.ids[-(len(self.p.think_start) + 2):])
             if self.p.think_start in tail:
                 st.update(phase="think", start=len(row.ids))
         elif phase == "think":
@@ -143,23 +134,24 @@ class Soft(Policy):
             st["low"] = st["low"] + 1 if st["hq"][-1] < self.p.cold_stop_entropy else 0
             if self.end_ids and self._chain_ends(row):
                 # the model chose to stop thinking: the next input is that token exactly
-                row.inp_ids, row.inp_w = [row.ids[-1]], [1.0]
+                change = Change(next_ids=[row.ids[-1]], next_w=[1.0])
                 st.update(phase="answer", ended_by="think_end")
             elif self.p.cold_stop_entropy > 0 and st["low"] >= self.p.cold_stop_steps:
-                self._insert_end(row, "cold_stop")
+                change = self._insert_end(row, "cold_stop")
             elif self.p.soft_budget and st["steps"] >= self.p.soft_budget:
-                self._insert_end(row, "budget")
+                change = self._insert_end(row, "budget")
         elif phase == "end" and not row.forced:
             st["phase"] = "answer"
-        if row.ids[-1] in self.engine.eos_ids and st["phase"] == "think" and st["ended_by"] is None:
+        if row.ids[-1] in self.text.eos_ids and st["phase"] == "think" and st["ended_by"] is None:
             st["ended_by"] = "eos"
+        return change
 
     def _chain_ends(self, row) -> bool:
-        return self.engine.tokenizer.decode(row.ids[-self.end_window:]).endswith(self.p.think_end)
+        return self.text.decode(row.ids[-self.end_window:]).endswith(self.p.think_end)
 
-    def _insert_end(self, row, why: str) -> None:
+    def _insert_end(self, row, why: str) -> Change:
         row.state.update(phase="end" if self.end_ids else "answer", ended_by=why)
-        row.forced.extend(self.end_ids)
+        return Change(force=list(self.end_ids))
 
     # ----- output -----------------------------------------------------------------
     def sample_fields(self, row, trace: bool) -> dict:

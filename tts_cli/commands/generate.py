@@ -7,8 +7,12 @@ from typing import List, Optional
 
 import typer
 
+from strategies.generators.params import ANSWER as SOFT_ANSWER
+from strategies.generators.params import THINKING as SOFT_THINKING
+from strategies.generators.params import DiscreteParams, SoftParams
 from tts_cli.io import InputError
 
+DISCRETE = DiscreteParams()
 SOFT = "Soft thinking (--mode soft)"
 ANSWER = "Soft thinking: answer phase"
 
@@ -58,18 +62,21 @@ def generate(
     samples: int = typer.Option(1, "-n", "--samples", min=1, help="Samples (traces) per prompt."),
     temperature: Optional[float] = typer.Option(None, "--temperature", "-t", min=0.0, show_default=False,
                                                 help="Sampling temperature; 0 = greedy. In soft mode the thinking temperature. "
-                                                "[default: 1.0 discrete, 0.6 soft]"),
+                                                f"[default: {DISCRETE.temperature} discrete, {SOFT_THINKING.temperature} soft]"),
     top_p: Optional[float] = typer.Option(None, "--top-p", min=0.0, max=1.0, show_default=False,
-                                          help="Nucleus sampling mass (1 = off). [default: 1.0 discrete, 0.95 soft]"),
+                                          help="Nucleus sampling mass (1 = off). "
+                                          f"[default: {DISCRETE.top_p} discrete, {SOFT_THINKING.top_p} soft]"),
     top_k: Optional[int] = typer.Option(None, "--top-k", min=0, show_default=False,
-                                        help="Keep the k most likely tokens (0 = off). [default: 0 discrete, 30 soft]"),
+                                        help="Keep the k most likely tokens (0 = off). "
+                                        f"[default: {DISCRETE.top_k} discrete, {SOFT_THINKING.top_k} soft]"),
     min_p: Optional[float] = typer.Option(None, "--min-p", min=0.0, max=1.0, show_default=False,
                                           help="Drop tokens below min_p x the top probability (0 = off). "
-                                          "[default: 0 discrete, 0.001 soft]"),
+                                          f"[default: {DISCRETE.min_p} discrete, {SOFT_THINKING.min_p} soft]"),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1, help="Most tokens generated per sample."),
     stop: Optional[List[str]] = typer.Option(None, "--stop", help="Stop string (repeatable); cut from the text."),
     seed: int = typer.Option(0, "--seed", help="Seed; with the record id and sample index it fixes every random number."),
-    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Rows (prompt x sample) decoded together."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, show_default=False,
+                                             help="Rows (prompt x sample) decoded together. [default: 64 on CPU, 256 on CUDA]"),
     trace: bool = typer.Option(False, "--trace", help="Add per-token arrays (ids, logprob, entropy, self_certainty, confidence)."),
     raw: bool = typer.Option(False, "--raw", help="Feed the prompt as is, without the chat template."),
     prompt_field: str = typer.Option("prompt", "--prompt-field", help="Input field holding the prompt."),
@@ -87,54 +94,51 @@ def generate(
     cuda_graphs: bool = typer.Option(True, "--cuda-graphs/--no-cuda-graphs",
                                      help="On CUDA, capture each decode step shape once and replay it."),
     # --- soft thinking -----------------------------------------------------------------
-    max_topk: int = typer.Option(10, "--max-topk", min=1, rich_help_panel=SOFT, help="K: concept-token width."),
+    max_topk: int = typer.Option(SoftParams.max_topk, "--max-topk", min=1, rich_help_panel=SOFT, help="K: concept-token width."),
     noise: Noise = typer.Option(Noise.none, "--noise", rich_help_panel=SOFT, help="Randomness on the top-K weights."),
-    gumbel_tau: float = typer.Option(0.5, "--gumbel-tau", min=0.0, rich_help_panel=SOFT, help="Gumbel-Softmax temperature."),
-    dirichlet_alpha: float = typer.Option(4.0, "--dirichlet-alpha", min=0.0, rich_help_panel=SOFT, help="Dirichlet concentration scale (support only)."),
-    gaussian_sigma: float = typer.Option(0.05, "--gaussian-sigma", min=0.0, rich_help_panel=SOFT, help="Gaussian noise std on the weights."),
+    gumbel_tau: float = typer.Option(SoftParams.gumbel_tau, "--gumbel-tau", min=0.0, rich_help_panel=SOFT, help="Gumbel-Softmax temperature."),
+    dirichlet_alpha: float = typer.Option(SoftParams.dirichlet_alpha, "--dirichlet-alpha", min=0.0, rich_help_panel=SOFT, help="Dirichlet concentration scale (support only)."),
+    gaussian_sigma: float = typer.Option(SoftParams.gaussian_sigma, "--gaussian-sigma", min=0.0, rich_help_panel=SOFT, help="Gaussian noise std on the weights."),
     think_start: Optional[str] = typer.Option(None, "--think-start", rich_help_panel=SOFT,
                                               help="Thinking starts once this text has appeared (prompt or output); default: at the first generated token."),
-    think_end: str = typer.Option("</think>", "--think-end", rich_help_panel=SOFT,
+    think_end: str = typer.Option(SoftParams.think_end, "--think-end", rich_help_panel=SOFT,
                                   help="Text that ends thinking (matched whole on the top-1 chain; inserted on Cold Stop or budget)."),
-    cold_stop_entropy: float = typer.Option(0.01, "--cold-stop-entropy", min=0.0, rich_help_panel=SOFT,
+    cold_stop_entropy: float = typer.Option(SoftParams.cold_stop_entropy, "--cold-stop-entropy", min=0.0, rich_help_panel=SOFT,
                                             help="Cold Stop threshold tau in nats (0 = off)."),
-    cold_stop_steps: int = typer.Option(256, "--cold-stop-steps", min=1, rich_help_panel=SOFT,
+    cold_stop_steps: int = typer.Option(SoftParams.cold_stop_steps, "--cold-stop-steps", min=1, rich_help_panel=SOFT,
                                         help="Cold Stop: consecutive steps below tau that end thinking."),
-    soft_budget: int = typer.Option(0, "--soft-budget", min=0, rich_help_panel=SOFT,
+    soft_budget: int = typer.Option(SoftParams.soft_budget, "--soft-budget", min=0, rich_help_panel=SOFT,
                                     help="Most concept tokens before the think-end string is inserted (0 = no budget)."),
-    answer_temperature: float = typer.Option(0.6, "--answer-temperature", min=0.0, rich_help_panel=ANSWER, help="Answer-phase temperature."),
-    answer_top_p: float = typer.Option(0.95, "--answer-top-p", min=0.0, max=1.0, rich_help_panel=ANSWER, help="Answer-phase top-p."),
-    answer_top_k: int = typer.Option(30, "--answer-top-k", min=0, rich_help_panel=ANSWER, help="Answer-phase top-k."),
-    answer_min_p: float = typer.Option(0.0, "--answer-min-p", min=0.0, max=1.0, rich_help_panel=ANSWER, help="Answer-phase min-p."),
+    answer_temperature: float = typer.Option(SOFT_ANSWER.temperature, "--answer-temperature", min=0.0, rich_help_panel=ANSWER, help="Answer-phase temperature."),
+    answer_top_p: float = typer.Option(SOFT_ANSWER.top_p, "--answer-top-p", min=0.0, max=1.0, rich_help_panel=ANSWER, help="Answer-phase top-p."),
+    answer_top_k: int = typer.Option(SOFT_ANSWER.top_k, "--answer-top-k", min=0, rich_help_panel=ANSWER, help="Answer-phase top-k."),
+    answer_min_p: float = typer.Option(SOFT_ANSWER.min_p, "--answer-min-p", min=0.0, max=1.0, rich_help_panel=ANSWER, help="Answer-phase min-p."),
 ) -> None:
     """Sample N traces per prompt and write one JSONL record per input record (docs/format.md)."""
-    from strategies.generators.discrete import DiscreteParams
-    from strategies.generators.soft import SoftParams
+    from strategies.generators import generator_class
+    from strategies.runner import GenerateOptions, default_batch_size
+    from strategies.runner import generate as run
     from tts_cli.io import JsonlWriter, existing_ids, id_key, read_records
     from tts_cli.models import ModelNotFound, load
-    from tts_cli.runner import GenerateOptions, generate as run
 
     shard_spec = parse_shard(shard)
     # Each mode has its own defaults: plain sampling for discrete, the paper's settings for soft.
-    base = DiscreteParams() if mode is Mode.discrete else SoftParams().thinking
-    sampling = DiscreteParams(base.temperature if temperature is None else temperature,
-                              base.top_p if top_p is None else top_p,
-                              base.top_k if top_k is None else top_k,
-                              base.min_p if min_p is None else min_p)
+    base = DISCRETE if mode is Mode.discrete else SOFT_THINKING
+    sampling = DiscreteParams(temperature=base.temperature if temperature is None else temperature,
+                              top_p=base.top_p if top_p is None else top_p,
+                              top_k=base.top_k if top_k is None else top_k,
+                              min_p=base.min_p if min_p is None else min_p)
     if mode is Mode.discrete:
-        from strategies.generators.discrete import Discrete
-
-        policy = Discrete(sampling)
+        generator = generator_class("discrete")(sampling)
     else:
-        from strategies.generators.soft import Soft
-
-        policy = Soft(SoftParams(
-            thinking=sampling, answer=DiscreteParams(answer_temperature, answer_top_p, answer_top_k, answer_min_p),
+        generator = generator_class("soft")(SoftParams(
+            thinking=sampling, answer=DiscreteParams(temperature=answer_temperature, top_p=answer_top_p,
+                                                     top_k=answer_top_k, min_p=answer_min_p),
             max_topk=max_topk, noise=noise.value, gumbel_tau=gumbel_tau, dirichlet_alpha=dirichlet_alpha,
             gaussian_sigma=gaussian_sigma, think_start=think_start, think_end=think_end,
             cold_stop_entropy=cold_stop_entropy, cold_stop_steps=cold_stop_steps, soft_budget=soft_budget))
     opts = GenerateOptions(n=samples, max_new_tokens=max_new_tokens, stop=list(stop or []), seed=seed,
-                           batch_size=batch_size, trace=trace, raw=raw, prompt_field=prompt_field,
+                           batch_size=batch_size or 64, trace=trace, raw=raw, prompt_field=prompt_field,
                            id_field=id_field, on_error=on_error.value, compile=compile, cuda_graphs=cuda_graphs)
     if resume and output == "-":
         raise InputError("--resume needs -o/--output FILE (it appends to that file)")
@@ -156,7 +160,8 @@ def generate(
         loaded = load(model, device, dtype)
     except ModelNotFound as e:
         raise InputError(str(e)) from None
+    opts.batch_size = batch_size or default_batch_size(loaded.model.device)
     with progress_bar(quiet) as bar, JsonlWriter(output, append=resume) as out:
-        for k, record in enumerate(run(selected(), loaded, policy, opts, progress=bar), start=1):
+        for k, record in enumerate(run(selected(), loaded, generator, opts, progress=bar), start=1):
             out.write(record)
             bar.set_postfix_str(f"{k} prompts done", refresh=False)

@@ -1,0 +1,38 @@
+"""The generators' settings as plain dataclasses (no torch: the CLI reads its defaults from here)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+
+@dataclass
+class DiscreteParams:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+
+
+NOISES = ("none", "gumbel", "dirichlet", "gaussian")
+# The paper's settings: thinking, and the answer after it (the CLI's defaults read these).
+THINKING = DiscreteParams(temperature=0.6, top_p=0.95, top_k=30, min_p=0.001)
+ANSWER = DiscreteParams(temperature=0.6, top_p=0.95, top_k=30, min_p=0.0)
+
+
+@dataclass
+class SoftParams:
+    thinking: DiscreteParams = field(default_factory=lambda: replace(THINKING))
+    answer: DiscreteParams = field(default_factory=lambda: replace(ANSWER))
+    max_topk: int = 10
+    noise: str = "none"
+    gumbel_tau: float = 0.5
+    dirichlet_alpha: float = 4.0
+    gaussian_sigma: float = 0.05
+    think_start: str | None = None
+    think_end: str = "</think>"
+    cold_stop_entropy: float = 0.01
+    cold_stop_steps: int = 256
+    soft_budget: int = 0  # 0 = none
+
+    def __post_init__(self):
+        if self.noise not in NOISES:
+            raise ValueError(f"noise must be one of {NOISES}")

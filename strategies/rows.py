@@ -1,0 +1,84 @@
+"""What the engine decodes: requests (one prompt, N samples), their rows, and the per-step
+decisions generators hand back."""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+# How a sample ended. The engine sets the first two; a controller (a pruner) names its own reason.
+STOP, LENGTH = "stop", "length"
+SKIPPED = "skipped"   # never started (a controller decided its prompt needs no more samples)
+
+
+@dataclass
+class Row:
+    """One (prompt, sample) being decoded."""
+
+    req: "Request"
+    i: int
+    rng: np.random.Generator
+    pos: int                      # cache position of the pending input
+    inp_ids: list[int]            # pending input: a mixture of these token embeddings…
+    inp_w: list[float]            # …with these weights
+    ids: list[int] = field(default_factory=list)
+    logprob: list[float] = field(default_factory=list)
+    entropy: list[float] = field(default_factory=list)
+    self_certainty: list[float] = field(default_factory=list)
+    confidence: list[float] = field(default_factory=list)
+    forced: deque = field(default_factory=deque)  # tokens to emit regardless of the logits
+    state: dict = field(default_factory=dict)     # the generator's own per-row state
+    finish: str | None = None
+    started: bool = False
+
+
+@dataclass
+class Request:
+    """One input record: a tokenised prompt and how many samples to draw from it."""
+
+    key: Any                # the record id (keys the random streams)
+    prompt_ids: list[int]
+    n: int
+    payload: Any = None     # carried through untouched (the input record)
+    error: str | None = None
+    # (positions [P], vectors [P, D]): input embeddings that replace the prompt's own at those
+    # positions in the prefill (SoftCoT's soft thoughts); none may be the last prompt token
+    inject: tuple[torch.Tensor, torch.Tensor] | None = None
+    sample_offset: int = 0  # the first row's sample index (a record split over several requests)
+    rows: list[Row] = field(default_factory=list)
+    prefix: list | None = None
+    unplaced: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.error is not None or (len(self.rows) == self.n and all(r.finish for r in self.rows))
+
+
+@dataclass
+class Choice:
+    """A generator's device-side decision for a step's rows."""
+
+    tokens: torch.Tensor                     # [B] next token per row (any value for rows decided on the host)
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # read back to the host with the signals
+
+
+@dataclass
+class Step:
+    """A generator's host-side decision for one row: the emitted token and the row's next input."""
+
+    token: int
+    next_ids: list[int]
+    next_w: list[float]
+    logprob: float | None = None  # for a token chosen on the host; else the engine's own
+
+
+@dataclass
+class Change:
+    """What a generator changes after a row's token is recorded (see Generator.after)."""
+
+    next_ids: list[int] | None = None   # a different next input…
+    next_w: list[float] | None = None
+    force: list[int] = field(default_factory=list)  # …or tokens to emit next, whatever the logits

@@ -1,0 +1,89 @@
+"""Prefix-shared ("cascade") attention: a prompt's keys/values read once per step for all its rows.
+
+Rows continuing the same prefilled prompt form a group. A group's attention over its prompt is
+one block of queries (rows × query heads) against the prompt's keys/values; each row attends to
+its own continuation from its slot; the two partial attentions are merged exactly through their
+log-sum-exps. The groups are padded to a common size so each layer makes one call for all of them.
+"""
+from __future__ import annotations
+
+import torch
+
+from strategies.attention import attend
+from strategies.cache import Prefix
+
+
+class SharedPrefixes:
+    """One step's grouping: which batch rows read which stacked prompt."""
+
+    def __init__(self, stacked, prefix_len: list[int], rows: list[list[int]], batch: int, device):
+        G = len(rows)
+        self.n_max = max(len(r) for r in rows)
+        self.groups = G
+        self.k, self.v, self.mask = stacked      # per layer [G, kv_heads, L_max, hd]; [G, 1, 1, L_max]
+        idx = [0] * (G * self.n_max)              # padded position -> batch row (padding reads row 0)
+        inv = [0] * batch                         # batch row -> padded position
+        start = [0] * batch                       # first position a row reads from its own slot
+        for j, rs in enumerate(rows):
+            for t, b in enumerate(rs):
+                idx[j * self.n_max + t] = b
+                inv[b] = j * self.n_max + t
+                start[b] = prefix_len[j]
+        self.idx = torch.tensor(idx, device=device)
+        self.inv = torch.tensor(inv, device=device)
+        self.start = torch.tensor(start, device=device)
+        self.lo = min(start)                      # first slot position any row reads
+
+    def merge(self, layer: int, qg, o_own, lse_own, scale: float):
+        """Each row's attention over its own tokens merged with its group's attention over the prompt."""
+        B, kv, gs, hd = qg.shape
+        G, n = self.groups, self.n_max
+        # a group's n rows × gs query heads per key/value head form one [kv, n*gs] query block
+        qb = qg.index_select(0, self.idx).view(G, n, kv, gs, hd).transpose(1, 2).reshape(G, kv, n * gs, hd)
+        o, lse = attend(qb, self.k[layer], self.v[layer], self.mask, scale)
+        o_pre = o.view(G, kv, n, gs, hd).transpose(1, 2).reshape(G * n, kv, gs, hd).index_select(0, self.inv)
+        lse_pre = lse.view(G, kv, n, gs).transpose(1, 2).reshape(G * n, kv, gs).index_select(0, self.inv)
+        # softmax over both key sets = the two partial softmaxes weighted by their total masses
+        w = torch.sigmoid(lse_own - lse_pre)[..., None].to(o_own.dtype)
+        return o_pre + w * (o_own - o_pre)
+
+
+class PrefixStack:
+    """The padded stack of the prompts' keys/values, rebuilt only when the set of prompts changes."""
+
+    def __init__(self, layers: int, kv_heads: int, head_dim: int, dtype, device):
+        self.layers, self.kv_heads, self.head_dim = layers, kv_heads, head_dim
+        self.dtype, self.device = dtype, device
+        self._src: list = []
+        self._stack = None
+
+    @torch.inference_mode()
+    def share(self, prefixes: list[Prefix], rows: list[list[int]], batch: int) -> SharedPrefixes:
+        """Group batch rows by prompt: `prefixes[j]` (from prefill) is continued by rows `rows[j]`."""
+        # compared by identity while holding the prompts themselves: ids alone could be reused by
+        # a later prompt once an earlier one is freed
+        same = len(prefixes) == len(self._src) and all(a is b for a, b in zip(prefixes, self._src))
+        if not same:
+            self._stack = None  # free the old stack before building the new one
+            lengths = [p[0][0].shape[1] for p in prefixes]
+            L = max(lengths)
+            shape = (len(prefixes), self.kv_heads, L, self.head_dim)
+            ks, vs = [], []
+            for layer in range(self.layers):
+                k = torch.zeros(shape, dtype=self.dtype, device=self.device)
+                v = torch.zeros(shape, dtype=self.dtype, device=self.device)
+                for j, p in enumerate(prefixes):
+                    k[j, :, : lengths[j]] = p[layer][0]
+                    v[j, :, : lengths[j]] = p[layer][1]
+                ks.append(k)
+                vs.append(v)
+            pad = torch.arange(L, device=self.device)[None, :] >= torch.tensor(lengths, device=self.device)[:, None]
+            mask = torch.zeros(pad.shape, dtype=self.dtype, device=self.device).masked_fill_(pad, float("-inf"))
+            self._stack = ((ks, vs, mask[:, None, None, :]), lengths)
+            self._src = list(prefixes)
+        stacked, lengths = self._stack
+        return SharedPrefixes(stacked, lengths, rows, batch, self.device)
+
+    def clear(self) -> None:
+        """Free the stacked prompt caches."""
+        self._src, self._stack = [], None
