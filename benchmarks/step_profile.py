@@ -122,7 +122,8 @@ def main() -> None:
         for name, graphs, compiled in variants:
             # the engine's own stages over B rows of one random prompt of `position` tokens
             eng = Engine(model, loaded.tokenizer, Discrete(DiscreteParams(temperature=0.7)), batch_size=B,
-                         max_new_tokens=1 << 30, ignore_eos=True, cuda_graphs=graphs, compile=compiled)
+                         max_new_tokens=1 << 30, ignore_eos=True, cuda_graphs=graphs, compile=compiled,
+                         share_prefix=False)  # per-row attention, as the graphs run it
             torch.manual_seed(0)
             prompt = torch.randint(0, V, (a.position + 1,)).tolist()
             active: list = []

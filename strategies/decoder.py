@@ -23,7 +23,7 @@ __all__ = ["Decoder", "SharedPrefixes", "SUPPORTED", "UnsupportedModel"]
 
 class Decoder:
     def __init__(self, model, max_slots: int, cuda_graphs: bool = True, compile: bool = False):
-        cfg = model.config
+        cfg = self.config = model.config
         self.layers = Layers(model)
         self.norm = model.model.norm
         self.lm_head = model.lm_head
@@ -37,6 +37,8 @@ class Decoder:
         # On CPU, MKL is faster with the weight on the left (see layers.proj_weight_major); the
         # prefill keeps nn.Linear, whose rounding transformers shares.
         self.proj = proj_weight_major if self.device.type == "cpu" else proj_plain
+        if self.device.type == "cuda" and not L.fused:
+            L.fuse()
         self._pre, self._post = L.pre_attention, L.post_attention
         if compile:
             # one compiled function serves every layer (their weights are its inputs) and every
@@ -127,8 +129,9 @@ class Decoder:
         # row b attends to slot positions start..positions[b] (the rest is in its group's prefix)
         mask = attention.position_mask(positions, lo, span, self.dtype, shared.start if shared is not None else None)
         h = x
+        fused = L.fused or [None] * len(L)
         for i, layer in enumerate(L.layers):
-            q, k, v = self._pre(layer, h, cos, sin, self.proj)
+            q, k, v = self._pre(layer, h, cos, sin, self.proj, fused[i])
             cache.write(i, flat, k, v)
             qg = q.view(B, L.n_kv, L.n_heads // L.n_kv, L.head_dim)
             ks, vs = cache.rows(i, B, lo, span)
@@ -137,6 +140,6 @@ class Decoder:
             else:
                 o, lse = attention.attend(qg, ks, vs, mask, L.scaling)
                 o = shared.merge(i, qg, o, lse, L.scaling)
-            h = self._post(layer, h, o, self.proj)
+            h = self._post(layer, h, o, self.proj, fused[i])
         logits = self.proj(self.lm_head, self.norm(h), contiguous=True)
         return logits.float() if float32 else logits

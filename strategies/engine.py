@@ -24,6 +24,7 @@ from strategies.control import SKIP, START, Controller
 from strategies.decoder import Decoder, SharedPrefixes
 from strategies.generators import REGISTRY
 from strategies.generators.base import Generator, Text
+from strategies.layers import window_error
 from strategies.rng import row_rng
 from strategies.rows import LENGTH, SKIPPED, STOP, Choice, Request, Row, Step
 from strategies.sampler import Signals, raw_signals
@@ -129,6 +130,9 @@ class Engine(Backend):
         if req.error is not None:
             return []
         ids = req.prompt_ids
+        too_long = window_error(self.decoder.config, len(ids), self.max_new_tokens)
+        if too_long:  # the runner refuses such records first, naming their line
+            raise ValueError(f"request {req.key!r}: {too_long}")
         # The last prompt token is every row's first input, so the shared prefill covers the rest.
         req.prefix = (self.decoder.prefill(torch.tensor(ids[:-1], device=self.decoder.device), req.inject)
                       if len(ids) > 1 else [])
@@ -282,8 +286,11 @@ class Engine(Backend):
 
 
 def to_host(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """Copy several device tensors to the host in one transfer (float64 holds token ids exactly)."""
-    flat = torch.cat([t.reshape(-1).to(torch.float64) for t in tensors.values()]).cpu().numpy()
+    """Copy several device tensors to the host in one transfer. float32 holds token ids exactly
+    (below 2**24, far above any vocabulary); float64 is used only when a tensor needs it."""
+    wide = any(t.dtype == torch.float64 for t in tensors.values())
+    dtype = torch.float64 if wide else torch.float32
+    flat = torch.cat([t.reshape(-1).to(dtype) for t in tensors.values()]).cpu().numpy()
     out, at = {}, 0
     for name, t in tensors.items():
         n = t.numel()
