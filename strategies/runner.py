@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 from strategies.cache import max_positions
+from strategies.layers import window_error
 from strategies.records import sample_record
 from tts_cli import __version__
 from tts_cli.io import InputError, Record
@@ -115,6 +116,9 @@ def _requests(records: Iterable[Record], loaded, opts: GenerateOptions):
             ids = prompt_ids(obj, loaded.tokenizer, opts)
             if len(ids) + 1 > max_pos:
                 raise ValueError(f"prompt is {len(ids)} tokens, longer than the model's context of {max_pos}")
+            too_long = window_error(loaded.model.config, len(ids), opts.max_new_tokens)
+            if too_long:
+                raise ValueError(too_long)
         except ValueError as e:
             yield Request(key=rid, prompt_ids=[], n=opts.n, payload=(rec, rid),
                           error=_error(f"line {rec.line}: {e}", opts))

@@ -224,3 +224,64 @@ def test_compiled_layers_decode_like_eager(tiny):
             assert a.ids == b.ids
             assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
             assert a.entropy == pytest.approx(b.entropy, abs=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "qwen3"])  # qwen2: q/k/v biases; qwen3: q/k norms
+def test_fused_projections_decode_like_separate_ones(arch):
+    """On CUDA the decoder fuses q/k/v and gate/up into one product each; forced here on CPU, the
+    logits and written keys must match the separate products (float rounding only)."""
+    from strategies.decoder import Decoder
+
+    ref_model, tok = tiny_model(arch, seed=6)
+    fused_model, _ = tiny_model(arch, seed=6)
+    plain, fused = Decoder(ref_model, 4), Decoder(fused_model, 4)
+    fused.layers.fuse()
+    assert fused.layers.fused and not plain.layers.fused
+    ids = torch.tensor(chat_ids(tok, "What is two plus two?"))
+    for dec in (plain, fused):
+        prefix = dec.prefill(ids[:-1])
+        for slot in range(4):
+            dec.cache.write_prefix(slot, prefix)
+    g = torch.Generator().manual_seed(0)
+    pos = torch.full((4,), len(ids) - 1)
+    for step in range(3):
+        x = torch.randn(4, ref_model.config.hidden_size, generator=g)
+        torch.testing.assert_close(fused.decode(x, pos + step), plain.decode(x, pos + step), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fused.cache.k[1], plain.cache.k[1], atol=1e-5, rtol=1e-5)
+    # the model itself still computes what it did (its weights are views of the fused matrices)
+    with torch.no_grad():
+        torch.testing.assert_close(fused_model(ids[None]).logits, ref_model(ids[None]).logits, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["mistral", "qwen2"])
+def test_sequences_longer_than_a_sliding_window_are_refused(arch):
+    """The decoder does not apply sliding-window attention; a record whose prompt plus generation
+    would exceed the window gets a one-line error instead of silently different attention."""
+    from strategies.layers import sliding_window
+    from strategies.runner import GenerateOptions, generate
+    from tts_cli.models import Loaded
+
+    model, tok = tiny_model(arch, seed=2)
+    if arch == "mistral":
+        model.config.sliding_window = 48
+    else:  # Qwen2 applies its window only where enabled (transformers 5 marks each layer's kind)
+        model.config.sliding_window = 48
+        model.config.use_sliding_window = True
+        model.config.layer_types = ["full_attention", "sliding_attention"]
+    assert sliding_window(model.config) == 48
+    loaded = Loaded(model=model, tokenizer=tok, name="tiny", source="-", sha256=None)
+    short_prompt = "x"
+    n_prompt = len(chat_ids(tok, short_prompt))
+    fits = 48 - n_prompt
+    recs = list(generate([{"id": 1, "prompt": short_prompt}], loaded, Discrete(DiscreteParams(0.0)),
+                         GenerateOptions(max_new_tokens=fits)))
+    assert "error" not in recs[0] and recs[0]["samples"][0]["n_tokens"] <= fits
+    recs = list(generate([{"id": 1, "prompt": short_prompt}], loaded, Discrete(DiscreteParams(0.0)),
+                         GenerateOptions(max_new_tokens=fits + 1, on_error="skip")))
+    assert "sliding attention window of 48 tokens" in recs[0]["error"] and "\n" not in recs[0]["error"]
+    with pytest.raises(ValueError, match="sliding attention window"):
+        list(Engine(model, tok, Discrete(), max_new_tokens=fits + 1).run([Request(key=0, prompt_ids=chat_ids(tok, "x"), n=1)]))
+    if arch == "qwen2":  # a Qwen2 config that does not enable its window has none
+        model.config.use_sliding_window = False
+        model.config.layer_types = ["full_attention", "full_attention"]
+        assert sliding_window(model.config) is None

@@ -113,6 +113,8 @@ def peaked_model(token: int, scale: float):
 
 
 def test_cold_stop_fires_after_L_low_entropy_steps():
+    """As the reference: the step that reaches L consecutive low-entropy steps emits the think-end
+    token in place of a concept token (L - 1 concept tokens, then the think-end string)."""
     model, tok = tiny_model("llama", seed=1)
     token = tok.convert_tokens_to_ids("a")
     model, tok = peaked_model(token, 40.0)  # entropy ~ 0 every step
@@ -123,11 +125,74 @@ def test_cold_stop_fires_after_L_low_entropy_steps():
     end_ids = tok("END", add_special_tokens=False)["input_ids"]
     for q in reqs:
         for r in q.rows:
-            assert r.state["ended_by"] == "cold_stop" and r.state["steps"] == L
-            assert r.ids[:L] == [token] * L
-            assert r.ids[L: L + len(end_ids)] == end_ids  # inserted as ordinary tokens
+            assert r.state["ended_by"] == "cold_stop" and r.state["steps"] == L - 1
+            assert r.ids[: L - 1] == [token] * (L - 1)
+            assert r.ids[L - 1: L - 1 + len(end_ids)] == end_ids  # the L-th step is the think-end token
             assert r.state["phase"] == "answer" and len(r.ids) == 12  # and decoding went on
-            assert eng.text_of(r).startswith("a" * L + "END")
+            assert eng.text_of(r).startswith("a" * (L - 1) + "END")
+            # the emitted think-end tokens carry their own raw log-probabilities
+            lp = teacher_forced_logprobs(model, q.prompt_ids, r.ids)
+            np.testing.assert_allclose(r.logprob, lp, atol=1e-4)
+
+
+def teacher_forced_logprobs(model, prompt, ids):
+    with torch.no_grad():
+        z = model(torch.tensor([prompt + ids])).logits[0, len(prompt) - 1: len(prompt) + len(ids) - 1].double()
+    return torch.log_softmax(z, -1).gather(1, torch.tensor(ids)[:, None])[:, 0].numpy()
+
+
+@pytest.mark.parametrize("scale,fires", [(40.0, True), (2.0, False)])
+def test_cold_stop_at_temperature_zero_watches_the_raw_entropy(scale, fires):
+    """At thinking temperature 0 the tempered entropy is 0 every step; Cold Stop then watches the
+    temperature-1 entropy, so a spread distribution no longer trips it."""
+    model, tok = tiny_model("llama", seed=1)
+    token = tok.convert_tokens_to_ids("a")
+    model, tok = peaked_model(token, scale)
+    soft = Soft(SoftParams(thinking=DiscreteParams(0.0), answer=DiscreteParams(0.0), think_end="END",
+                           cold_stop_entropy=0.01, cold_stop_steps=3))
+    _, reqs = run(model, tok, soft, n=1, max_new=10, prompts=PROMPTS[:1])
+    r = reqs[0].rows[0]
+    assert (r.state["ended_by"] == "cold_stop") == fires
+    assert r.state["steps"] == (2 if fires else 10)
+
+
+@pytest.mark.parametrize("on", ["truncated", "topk"])
+def test_dirichlet_noise_against_an_independent_numpy_draw(on):
+    """truncated (the references): Dirichlet(alpha p) over the whole truncated distribution, then
+    its top K renormalised; topk: over the renormalised top-K weights only."""
+    from strategies.engine import to_host
+    from strategies.generators.base import Text
+    from strategies.rows import Request, Row
+    from strategies.sampler import raw_signals
+    from tests.test_sampler import brute_truncate
+
+    T, top_k, top_p, min_p, K, alpha = 0.8, 25, 0.97, 0.0, 5, 4.0
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(3, 40, generator=g) * 2
+    soft = Soft(SoftParams(thinking=DiscreteParams(temperature=T, top_p=top_p, top_k=top_k, min_p=min_p), max_topk=K,
+                           noise="dirichlet", dirichlet_alpha=alpha, dirichlet_on=on, think_end=NEVER))
+    soft.setup(Text(encode=lambda s: [], decode=lambda ids: "", eos_ids=frozenset()))
+    req = Request(key=0, prompt_ids=[1], n=3)
+    rows = [Row(req, b, np.random.default_rng(10 + b), 0, [1], [1.0]) for b in range(3)]
+    for r in rows:
+        soft.start(r)
+    sig = raw_signals(logits, 40)
+    choice = soft.choose(rows, logits, sig)
+    steps = soft.decide(rows, to_host({"token": choice.tokens, **choice.extras}))
+    for b, st in enumerate(steps):
+        q = brute_truncate(logits[b].numpy(), T, top_k, top_p, min_p)
+        order = np.argsort(-q, kind="stable")
+        order = order[q[order] > 0]
+        if on == "topk":
+            order = order[:K]
+        w = q[order] / q[order].sum()
+        d = np.random.default_rng(10 + b).dirichlet(alpha * w)
+        top = np.argsort(-d, kind="stable")[:K]
+        top = top[d[top] > 0]
+        assert st.next_ids == order[top].tolist()
+        np.testing.assert_allclose(st.next_w, d[top] / d[top].sum(), atol=1e-4)
+        assert st.token == st.next_ids[0]
+    assert soft.run_fields()["dirichlet_on"] == on
 
 
 def test_cold_stop_does_not_fire_on_high_entropy_and_budget_does():

@@ -13,6 +13,7 @@ class DiscreteParams:
 
 
 NOISES = ("none", "gumbel", "dirichlet", "gaussian")
+DIRICHLET_ON = ("truncated", "topk")
 # The paper's settings: thinking, and the answer after it (the CLI's defaults read these).
 THINKING = DiscreteParams(temperature=0.6, top_p=0.95, top_k=30, min_p=0.001)
 ANSWER = DiscreteParams(temperature=0.6, top_p=0.95, top_k=30, min_p=0.0)
@@ -26,6 +27,9 @@ class SoftParams:
     noise: str = "none"
     gumbel_tau: float = 0.5
     dirichlet_alpha: float = 4.0
+    # truncated: Dirichlet(alpha p) over the whole truncated distribution, then its top K (both
+    # reference implementations); topk: over the top-K weights only (this project's first version)
+    dirichlet_on: str = "truncated"
     gaussian_sigma: float = 0.05
     think_start: str | None = None
     think_end: str = "</think>"
@@ -36,3 +40,5 @@ class SoftParams:
     def __post_init__(self):
         if self.noise not in NOISES:
             raise ValueError(f"noise must be one of {NOISES}")
+        if self.dirichlet_on not in DIRICHLET_ON:
+            raise ValueError(f"dirichlet_on must be one of {DIRICHLET_ON}")

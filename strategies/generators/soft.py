@@ -16,6 +16,10 @@ import torch
 from strategies.generators.base import Generator
 from strategies.generators.discrete import draw_tokens
 from strategies.generators.params import ANSWER, NOISES, THINKING, SoftParams  # noqa: F401 (re-exported)
+
+# Dirichlet over the truncated distribution reads at most this many of its tokens per row: beyond
+# rank 1,024 a token's concentration alpha*p is so small that its draw never reaches the top K.
+DIRICHLET_WIDTH = 1024
 from strategies.rows import Change, Choice, Step
 from strategies.sampler import SamplingParams, truncated_sorted
 
@@ -77,11 +81,18 @@ class Soft(Generator):
         z = logits[t_idx]
         sp = SamplingParams.stack([self.p.thinking] * len(think), logits.device)
         probs, ids = truncated_sorted(z, sp)
-        K = self.p.max_topk
-        ids = ids[:, :K]
+        width = DIRICHLET_WIDTH if self._dirichlet_truncated else self.p.max_topk
+        ids = ids[:, :width]
         # raw log p of each candidate: the emitted token is chosen among them on the host
         logp = sig.shifted[t_idx].gather(1, ids) - sig.log_norm[t_idx, None]
-        return Choice(tokens, {"w": probs[:, :K], "ids": ids, "logp": logp, "hq": self._entropy_at_temperature(z)})
+        extras = {"w": probs[:, :width], "ids": ids, "logp": logp, "hq": self._cold_stop_entropy(z, sig, t_idx)}
+        if self.end_ids:  # Cold Stop emits the think-end token in place of a concept token
+            extras["logp_end"] = sig.shifted[t_idx, self.end_ids[0]] - sig.log_norm[t_idx]
+        return Choice(tokens, extras)
+
+    @property
+    def _dirichlet_truncated(self) -> bool:
+        return self.p.noise == "dirichlet" and self.p.dirichlet_on == "truncated"
 
     def _answer(self, n: int, device) -> SamplingParams:
         key = (n, device)
@@ -89,11 +100,13 @@ class Soft(Generator):
             self._answer_sp[key] = SamplingParams.stack([self.p.answer] * n, device)
         return self._answer_sp[key]
 
-    def _entropy_at_temperature(self, logits: torch.Tensor) -> torch.Tensor:
-        """H(softmax(z/T)) over the full vocabulary: what Cold Stop watches (0 at T = 0)."""
+    def _cold_stop_entropy(self, logits: torch.Tensor, sig, t_idx) -> torch.Tensor:
+        """What Cold Stop watches: H(softmax(z/T)) over the full vocabulary. At T = 0 that entropy
+        is 0 at every step and Cold Stop would always fire after L steps, so there it watches the
+        temperature-1 distribution's entropy instead (the engine's own signal)."""
         T = self.p.thinking.temperature
         if T <= 0:
-            return torch.zeros(logits.shape[0], device=logits.device)
+            return sig.entropy[t_idx]
         lq = torch.log_softmax(logits.float() / T, dim=-1)
         return -(lq.exp() * lq.nan_to_num(neginf=0.0)).sum(-1)
 
@@ -104,20 +117,32 @@ class Soft(Generator):
             return steps
         p = self.p
         think = [b for b, r in enumerate(rows) if r.state["phase"] == "think"]
-        w = host["w"] / host["w"].sum(-1, keepdims=True)
+        w = host["w"].astype(np.float64)  # normalised in float64, as the weights always were
+        if not self._dirichlet_truncated:
+            w = w[:, : p.max_topk]
+        w = w / w.sum(-1, keepdims=True)
         ids = host["ids"].astype(np.int64)
         for j, b in enumerate(think):
             r = rows[b]
+            st = r.state
+            h = float(host["hq"][j])
+            st["low"] = st["low"] + 1 if h < p.cold_stop_entropy else 0
+            if self.end_ids and p.cold_stop_entropy > 0 and st["low"] >= p.cold_stop_steps:
+                # Cold Stop, as the reference does it: the step that reaches L low-entropy steps
+                # emits the think-end token instead of a concept token
+                end = self.end_ids[0]
+                steps[b] = Step(end, [end], [1.0], logprob=float(host["logp_end"][j]))
+                st["cold_stop_now"] = True
+                continue
             wr = perturb(w[j], p.noise, r.rng, p)
             order = np.argsort(-wr, kind="stable")
-            order = order[wr[order] > 0]
+            order = order[wr[order] > 0][: p.max_topk]   # truncated Dirichlet: its top K after the draw
             wr = wr[order] / wr[order].sum()
             ir = ids[j][order].tolist()
             wl = wr.tolist()
-            st = r.state
             st["topk_ids"].append(ir)
             st["topk_w"].append([round(x, 4) for x in wl])
-            st["hq"].append(float(host["hq"][j]))
+            st["hq"].append(h)
             steps[b] = Step(ir[0], ir, wl, logprob=float(host["logp"][j][order[0]]))
         return steps
 
@@ -129,15 +154,18 @@ class Soft(Generator):
             tail = self.text.decode(row.ids[-(len(self.p.think_start) + 2):])
             if self.p.think_start in tail:
                 st.update(phase="think", start=len(row.ids))
+        elif phase == "think" and st.pop("cold_stop_now", False):
+            # this step emitted the think-end string's first token; the rest follows as forced tokens
+            st.update(phase="end" if len(self.end_ids) > 1 else "answer", ended_by="cold_stop")
+            change = Change(force=list(self.end_ids[1:]))
         elif phase == "think":
             st["steps"] += 1
-            st["low"] = st["low"] + 1 if st["hq"][-1] < self.p.cold_stop_entropy else 0
             if self.end_ids and self._chain_ends(row):
                 # the model chose to stop thinking: the next input is that token exactly
                 change = Change(next_ids=[row.ids[-1]], next_w=[1.0])
                 st.update(phase="answer", ended_by="think_end")
-            elif self.p.cold_stop_entropy > 0 and st["low"] >= self.p.cold_stop_steps:
-                change = self._insert_end(row, "cold_stop")
+            elif not self.end_ids and self.p.cold_stop_entropy > 0 and st["low"] >= self.p.cold_stop_steps:
+                change = self._insert_end(row, "cold_stop")   # no think-end string: just answer
             elif self.p.soft_budget and st["steps"] >= self.p.soft_budget:
                 change = self._insert_end(row, "budget")
         elif phase == "end" and not row.forced:

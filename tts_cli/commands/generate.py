@@ -22,6 +22,11 @@ class Mode(str, Enum):
     soft = "soft"
 
 
+class DirichletOn(str, Enum):
+    truncated = "truncated"
+    topk = "topk"
+
+
 class OnError(str, Enum):
     fail = "fail"
     skip = "skip"
@@ -98,6 +103,9 @@ def generate(
     noise: Noise = typer.Option(Noise.none, "--noise", rich_help_panel=SOFT, help="Randomness on the top-K weights."),
     gumbel_tau: float = typer.Option(SoftParams.gumbel_tau, "--gumbel-tau", min=0.0, rich_help_panel=SOFT, help="Gumbel-Softmax temperature."),
     dirichlet_alpha: float = typer.Option(SoftParams.dirichlet_alpha, "--dirichlet-alpha", min=0.0, rich_help_panel=SOFT, help="Dirichlet concentration scale (support only)."),
+    dirichlet_on: DirichletOn = typer.Option(DirichletOn(SoftParams.dirichlet_on), "--dirichlet-on", rich_help_panel=SOFT,
+                                             help="Dirichlet noise over the whole truncated distribution, then its top K "
+                                             "(truncated, as both reference implementations), or over the top-K weights only (topk)."),
     gaussian_sigma: float = typer.Option(SoftParams.gaussian_sigma, "--gaussian-sigma", min=0.0, rich_help_panel=SOFT, help="Gaussian noise std on the weights."),
     think_start: Optional[str] = typer.Option(None, "--think-start", rich_help_panel=SOFT,
                                               help="Thinking starts once this text has appeared (prompt or output); default: at the first generated token."),
@@ -134,7 +142,7 @@ def generate(
         generator = generator_class("soft")(SoftParams(
             thinking=sampling, answer=DiscreteParams(temperature=answer_temperature, top_p=answer_top_p,
                                                      top_k=answer_top_k, min_p=answer_min_p),
-            max_topk=max_topk, noise=noise.value, gumbel_tau=gumbel_tau, dirichlet_alpha=dirichlet_alpha,
+            max_topk=max_topk, noise=noise.value, gumbel_tau=gumbel_tau, dirichlet_alpha=dirichlet_alpha, dirichlet_on=dirichlet_on.value,
             gaussian_sigma=gaussian_sigma, think_start=think_start, think_end=think_end,
             cold_stop_entropy=cold_stop_entropy, cold_stop_steps=cold_stop_steps, soft_budget=soft_budget))
     opts = GenerateOptions(n=samples, max_new_tokens=max_new_tokens, stop=list(stop or []), seed=seed,
