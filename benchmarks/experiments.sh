@@ -17,7 +17,7 @@ tts generate "$out/prompts50.jsonl" -n 8 "${T[@]}" "${SOFT[@]}" --noise dirichle
 python -m benchmarks.soft_experiment "discrete=$out/discrete16.jsonl:8" "soft=$out/soft_none.jsonl" \
   "soft+gumbel=$out/soft_gumbel.jsonl" "soft+dirichlet=$out/soft_dirichlet.jsonl"
 # all aggregators, the eval table and the scaling curve
-tts aggregate "$out/discrete16.jsonl" -m majority -m weighted -m ppl -m pc -m rpc -m self-certainty -m borda \
-  -m deepconf > "$out/discrete16.agg.jsonl"
+tts aggregate "$out/discrete16.jsonl" -a majority -a weighted -a ppl -a pc -a rpc -a self-certainty -a borda \
+  -a deepconf > "$out/discrete16.agg.jsonl"
 tts eval "$out/discrete16.agg.jsonl"
 tts eval "$out/discrete16.agg.jsonl" --curve auto --plot docs/img/scaling_mawps.png

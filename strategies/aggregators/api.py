@@ -34,7 +34,7 @@ def parse_methods(specs: Iterable[str], opts: Iterable[str] = ()) -> list[tuple[
 
     `opts` are `key=value` (for every chosen method that has the option) or `NAME.key=value`;
     options inside a spec win. The label is the spec as written, so the same method can run twice
-    with different options (`-m deepconf:keep=0.1 -m deepconf:keep=0.9`).
+    with different options (`-a deepconf:keep=0.1 -a deepconf:keep=0.9`).
     """
     specs = [s.strip() for s in specs]
     parsed = []

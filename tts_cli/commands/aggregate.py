@@ -14,7 +14,7 @@ from tts_cli.commands._common import (
 def aggregate(
     input: str = typer.Argument("-", help="`tts generate` output (JSONL), or - for stdin."),
     output: str = typer.Option("-", "-o", "--output", help="Output JSONL file, or - for stdout."),
-    method: List[str] = typer.Option(..., "-m", "--method",
+    method: List[str] = typer.Option(..., "--method", "-a",
                                      help="Aggregator NAME or NAME:key=value,... (repeatable; see above)."),
     opt: Optional[List[str]] = typer.Option(None, "--opt",
                                             help="key=value for every chosen method that has the option, "
@@ -36,5 +36,5 @@ aggregate.__doc__ = (
     "Add `pred` to every sample and `aggregates` (one answer per method) to `tts generate` records."
     "\n\n`aggregates` = {NAME: {answer, confidence, scores, used, opts}}; a sample that already has "
     "`pred` keeps it. See docs/aggregators.md.\n\n\b\n"
-    "Methods (-m NAME, or NAME:key=value,... to give one method its own options):\n" + METHODS_HELP
+    "Methods (-a NAME, or NAME:key=value,... to give one method its own options):\n" + METHODS_HELP
 )

@@ -48,7 +48,7 @@ def evaluate(
     repeats: int = typer.Option(10, "--repeats", min=1, help="Random subsets per K."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random subsets."),
     plot: Optional[str] = typer.Option(None, "--plot", help="Write the accuracy-vs-K figure here (PNG, PDF, SVG). Default: no figure."),
-    method: Optional[List[str]] = typer.Option(None, "-m", "--method",
+    method: Optional[List[str]] = typer.Option(None, "--method", "-a",
                                                help="Aggregate with these methods instead of reading the recorded "
                                                     "`aggregates` (as in `tts aggregate`). Default: the recorded ones."),
     opt: Optional[List[str]] = typer.Option(None, "--opt", help="Method options for -m, as in `tts aggregate`. Default: none."),
