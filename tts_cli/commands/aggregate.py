@@ -6,8 +6,8 @@ from typing import List, Optional
 import typer
 
 from tts_cli.commands._common import (
-    EXTRACT_HELP, JOBS_HELP, METHODS_HELP, checked_extract, default_jobs, methods_or_error,
-    records_with_lines, translate_pool_errors,
+    EXTRACT_HELP, JOBS_HELP, METHODS_HELP, TRUNCATED_HELP, Truncated, checked_extract, default_jobs,
+    methods_or_error, records_with_lines, translate_pool_errors,
 )
 
 
@@ -20,6 +20,7 @@ def aggregate(
                                             help="key=value for every chosen method that has the option, "
                                                  "or NAME.key=value (repeatable). Default: none."),
     extract: str = typer.Option("auto", "--extract", help=EXTRACT_HELP),
+    truncated: Truncated = typer.Option(Truncated.extract, "--truncated", help=TRUNCATED_HELP),
     jobs: int = typer.Option(0, "--jobs", "-j", min=0, help=JOBS_HELP),
 ) -> None:
     from strategies.aggregators.api import aggregate_records
@@ -28,7 +29,8 @@ def aggregate(
     methods = methods_or_error(method, opt or [])
     records, lines = records_with_lines(input)
     with JsonlWriter(output) as out, translate_pool_errors(input, lines):
-        for rec in aggregate_records(records, methods, checked_extract(extract), jobs=default_jobs(jobs)):
+        for rec in aggregate_records(records, methods, checked_extract(extract), jobs=default_jobs(jobs),
+                                     truncated=truncated.value):
             out.write(rec)
 
 
