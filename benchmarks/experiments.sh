@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${EXP_OUT:-out/exp}; mkdir -p "$out"
-data=../shared/data/mawps_multiarith.jsonl
+# DATA: MultiArith in the MAWPS format ({"input": question, "target": number} per line).
+data=${DATA:-../shared/data/mawps_multiarith.jsonl}
+[ -f "$data" ] || { echo "experiments.sh: no $data; set DATA=<MultiArith file in the MAWPS format>" >&2; exit 2; }
 tts data mawps "$data" --limit 100 > "$out/prompts100.jsonl"
 head -50 "$out/prompts100.jsonl" > "$out/prompts50.jsonl"
 T=(--temperature 0.6 --top-p 0.95 --top-k 30 --min-p 0.001 --max-new-tokens 160 --seed 0 --quiet --batch-size 128)
