@@ -23,8 +23,10 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not integration"
 
+# make demo DEMO_DATA=multiarith.jsonl: the first 20 problems of that MAWPS-format file instead of
+# the eight built-in ones.
 demo: install
-	PATH="$(abspath $(VENV))/bin:$$PATH" bash benchmarks/demo.sh
+	PATH="$(abspath $(VENV))/bin:$$PATH" DEMO_DATA="$(DEMO_DATA)" bash benchmarks/demo.sh
 
 bench: install
 	$(VENV)/bin/tts bench --workload fixed

@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${EXP_OUT:-out/exp}; mkdir -p "$out"
-data=../shared/data/mawps_multiarith.jsonl
+# DATA: MultiArith in the MAWPS format ({"input": question, "target": number} per line).
+data=${DATA:-../shared/data/mawps_multiarith.jsonl}
+[ -f "$data" ] || { echo "experiments.sh: no $data; set DATA=<MultiArith file in the MAWPS format>" >&2; exit 2; }
 tts data mawps "$data" --limit 100 > "$out/prompts100.jsonl"
 head -50 "$out/prompts100.jsonl" > "$out/prompts50.jsonl"
 T=(--temperature 0.6 --top-p 0.95 --top-k 30 --min-p 0.001 --max-new-tokens 160 --seed 0 --quiet --batch-size 128)
@@ -17,7 +19,7 @@ tts generate "$out/prompts50.jsonl" -n 8 "${T[@]}" "${SOFT[@]}" --noise dirichle
 python -m benchmarks.soft_experiment "discrete=$out/discrete16.jsonl:8" "soft=$out/soft_none.jsonl" \
   "soft+gumbel=$out/soft_gumbel.jsonl" "soft+dirichlet=$out/soft_dirichlet.jsonl"
 # all aggregators, the eval table and the scaling curve
-tts aggregate "$out/discrete16.jsonl" -m majority -m weighted -m ppl -m pc -m rpc -m self-certainty -m borda \
-  -m deepconf > "$out/discrete16.agg.jsonl"
+tts aggregate "$out/discrete16.jsonl" -a majority -a weighted -a ppl -a pc -a rpc -a self-certainty -a borda \
+  -a deepconf > "$out/discrete16.agg.jsonl"
 tts eval "$out/discrete16.agg.jsonl"
 tts eval "$out/discrete16.agg.jsonl" --curve auto --plot docs/img/scaling_mawps.png

@@ -1,11 +1,12 @@
-"""Run `tts` in-process (as tts_cli.app.main would) so CLI tests don't pay a fresh interpreter each."""
+"""Run `tts` in-process (as tts_cli.app.main would) so CLI tests don't pay a fresh interpreter each.
+
+The app's own error handling runs (one-line errors, exit codes), as from the shell."""
 from dataclasses import dataclass
 
 import orjson
 from typer.testing import CliRunner
 
 from tts_cli.app import app
-from tts_cli.io import InputError
 
 
 @dataclass
@@ -20,8 +21,6 @@ class Result:
 
 def tts(*args, input: str | None = None) -> Result:
     res = CliRunner().invoke(app, [str(a) for a in args], input=input)
-    if isinstance(res.exception, InputError):
-        return Result(2, res.stdout, f"tts: error: {res.exception}")
     if res.exception and not isinstance(res.exception, SystemExit):
         raise res.exception
     return Result(res.exit_code, res.stdout, res.stderr)

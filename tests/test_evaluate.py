@@ -157,7 +157,7 @@ def test_curve_at_full_size_equals_the_summary():
 @pytest.fixture
 def aggregated(tmp_path):
     path = tmp_path / "agg.jsonl"
-    result = CliRunner().invoke(app, ["aggregate", "-", "-m", "majority", "-m", "rpc"],
+    result = CliRunner().invoke(app, ["aggregate", "-", "-a", "majority", "--method", "rpc"],
                                 input="".join(json.dumps(r) + "\n" for r in RECORDS))
     assert result.exit_code == 0, result.output
     lines = [json.loads(x) for x in result.stdout.splitlines()]
@@ -186,7 +186,7 @@ def test_eval_cli_table(aggregated):
 def test_malformed_line_is_a_one_line_error_naming_it(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(RECORDS[0]) + "\n{not json\n")
-    for argv in (["aggregate", str(bad), "-m", "majority"], ["eval", str(bad)]):
+    for argv in (["aggregate", str(bad), "-a", "majority"], ["eval", str(bad)]):
         proc = subprocess.run([sys.executable, "-m", "tts_cli.app", *argv], capture_output=True, text=True)
         assert proc.returncode == 2
         assert proc.stderr.startswith("tts: error: ") and f"{bad} line 2:" in proc.stderr
@@ -196,6 +196,6 @@ def test_malformed_line_is_a_one_line_error_naming_it(tmp_path):
 def test_missing_trace_error_names_the_record_line(tmp_path):
     path = tmp_path / "pool.jsonl"
     path.write_text("\n" + json.dumps(RECORDS[0]) + "\n")
-    proc = subprocess.run([sys.executable, "-m", "tts_cli.app", "aggregate", str(path), "-m", "deepconf:score=min"],
+    proc = subprocess.run([sys.executable, "-m", "tts_cli.app", "aggregate", str(path), "-a", "deepconf:score=min"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and f"{path} line 2:" in proc.stderr and "--trace" in proc.stderr

@@ -1,7 +1,7 @@
 """Benchmark files -> prompt JSONL (`tts data`): an id, the question in a prompt template, the gold.
 
     from tts_cli.datasets import convert
-    for rec in convert("gsm8k", "../shared/data/gsm8k_test.jsonl", template="boxed", limit=5):
+    for rec in convert("gsm8k", "gsm8k_test.jsonl", template="boxed", limit=5):
         print(rec["id"], rec["answer"])
 """
 from __future__ import annotations

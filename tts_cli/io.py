@@ -70,11 +70,17 @@ def dumps(obj: Any) -> bytes:
 class JsonlWriter:
     """Writes one JSON object per line to a file or stdout, flushing each record.
 
-    `append=True` keeps what an earlier, interrupted run wrote (used by --resume).
+    `append=True` keeps what an earlier, interrupted run wrote (used by --resume). `written`
+    counts the records this writer finished, and `opened` lists the writers of the running command,
+    so that Ctrl-C can say how much is on disk (tts_cli/app.py).
     """
+
+    opened: list["JsonlWriter"] = []
 
     def __init__(self, path: str | None, append: bool = False):
         self.path = path
+        self.written = 0
+        JsonlWriter.opened.append(self)
         if path in (None, "-"):
             self.fh = sys.stdout.buffer
         else:
@@ -85,6 +91,7 @@ class JsonlWriter:
     def write(self, obj: dict) -> None:
         self.fh.write(dumps(obj) + b"\n")
         self.fh.flush()
+        self.written += 1
 
     def close(self) -> None:
         if self.fh is not sys.stdout.buffer:

@@ -123,22 +123,64 @@ def _gguf_to_cache(path: Path, digest: str) -> Path:
     return out
 
 
+def available_devices() -> list[str]:
+    """What --device accepts on this machine: auto, cpu, and each accelerator that torch sees."""
+    import torch
+
+    out = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        out += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        out.append("mps")
+    return out
+
+
 def pick_device(device: str) -> str:
+    """The torch device for --device, checked before anything loads: a typo or a missing GPU is
+    one line naming what this machine has, not an error from deep inside torch."""
     import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ModelNotFound("--device cuda: no CUDA device is available")
+    available = available_devices()
+    if device not in available:
+        if device.partition(":")[0] in ("cuda", "mps"):
+            why = "not available on this machine"
+        else:
+            why = "unknown device"
+        raise ModelNotFound(f"--device {device}: {why}; available: {', '.join(available)}")
     return device
+
+
+# --dtype names: torch's own and the usual short ones.
+DTYPE_ALIASES = {
+    "float32": "float32", "fp32": "float32", "float": "float32", "f32": "float32",
+    "bfloat16": "bfloat16", "bf16": "bfloat16",
+    "float16": "float16", "fp16": "float16", "half": "float16", "f16": "float16",
+}
+DTYPE_HELP = ("auto | float32 (fp32) | bfloat16 (bf16) | float16 (fp16, half); "
+              "auto: bfloat16 on CUDA, float32 otherwise.")
+
+
+def dtype_name(dtype: str) -> str:
+    """The torch name for a --dtype value (aliases accepted); ModelNotFound for anything else."""
+    if dtype == "auto":
+        return dtype
+    name = DTYPE_ALIASES.get(dtype.strip().lower().removeprefix("torch."))
+    if name is None:
+        raise ModelNotFound(f"--dtype {dtype}: choose from auto, float32 (fp32), bfloat16 (bf16), "
+                            "float16 (fp16, half)")
+    return name
 
 
 def pick_dtype(dtype: str, device: str):
     import torch
 
-    if dtype == "auto":
+    name = dtype_name(dtype)
+    if name == "auto":
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    return getattr(torch, name)
 
 
 def _tokenizer(kind: str, loc):
@@ -171,9 +213,10 @@ def load_tokenizer(name: str = DEFAULT_MODEL):
 
 
 def load(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto") -> Loaded:
-    kind, loc = resolve(name)
+    # Options first: a bad --device or --dtype is reported before any file is read or converted.
     device = pick_device(device)
     torch_dtype = pick_dtype(dtype, device)
+    kind, loc = resolve(name)
     _quiet_transformers()
     if kind == "tiny":
         from tts_cli.tiny import ARCHS, tiny_model

@@ -33,7 +33,7 @@ def parse_methods(specs: Iterable[str], opts: Iterable[str] = ()) -> list[tuple[
 
     `opts` are `key=value` (for every chosen method that has the option) or `NAME.key=value`;
     options inside a spec win. The label is the spec as written, so the same method can run twice
-    with different options (`-m deepconf:keep=0.1 -m deepconf:keep=0.9`).
+    with different options (`-a deepconf:keep=0.1 -a deepconf:keep=0.9`).
     """
     specs = [s.strip() for s in specs]
     parsed = []
@@ -89,7 +89,18 @@ class Pool:
         return float(np.nansum(self.fields["n_tokens"]))
 
 
-def _pred(sample: dict, extract: str):
+# What `truncated` may be: how samples cut off by the token limit (finish == "length") count.
+TRUNCATED = ("extract", "ignore")
+
+
+def cut_off(sample: dict) -> bool:
+    """The sample ended because it reached --max-new-tokens (its answer may be a fragment)."""
+    return sample.get("finish") == "length"
+
+
+def _pred(sample: dict, extract: str, truncated: str = "extract"):
+    if truncated == "ignore" and cut_off(sample):
+        return None  # never votes, and never counts as correct
     if "pred" in sample:  # pools from other tools keep their own answers
         p = sample["pred"]
         return None if p is None else normalize_answer(p)
@@ -146,14 +157,19 @@ def prepare(pools: Iterable[Pool], methods: Iterable[Aggregator]) -> None:
 
 
 def build_pool(samples: list, methods: Iterable[Aggregator] = (), extract: str = "auto",
-               position: int | None = None) -> Pool:
-    """A Pool from a record's `samples`; raises PoolError naming what a method lacks."""
+               position: int | None = None, truncated: str = "extract") -> Pool:
+    """A Pool from a record's `samples`; raises PoolError naming what a method lacks.
+
+    truncated: "extract" (samples cut off by the token limit give an answer like any other, e.g.
+    from the last-number fallback) or "ignore" (they have no answer: no vote, not correct)."""
+    if truncated not in TRUNCATED:
+        raise ValueError(f"truncated={truncated!r}: choose from {', '.join(TRUNCATED)}")
     if not isinstance(samples, list) or not all(isinstance(s, dict) for s in samples):
         e = PoolError("`samples` must be a list of objects")
         e.position = position
         raise e
     try:
-        preds = [_pred(s, extract) for s in samples]
+        preds = [_pred(s, extract, truncated) for s in samples]
         fields = {name: np.array([_signal(s, name) for s in samples], dtype=np.float64) for name in SIGNALS}
     except PoolError as e:
         e.position = position
@@ -209,8 +225,12 @@ def aggregate_pools(pools: list[Pool], methods: list[tuple[str, Aggregator]], jo
 
 
 def aggregate_records(records: Iterable[dict], methods: list[tuple[str, Aggregator]],
-                      extract: str = "auto", chunk: int = 256, jobs: int = 1) -> Iterator[dict]:
+                      extract: str = "auto", chunk: int = 256, jobs: int = 1,
+                      truncated: str = "extract") -> Iterator[dict]:
     """Yield each record with `pred` on its samples and `aggregates` added, in input order.
+
+    With truncated="ignore", cut-off samples are written with `pred: null` (whatever they had),
+    so that `tts eval` and later re-aggregations see the same choice.
 
     Records without `samples` (e.g. an `error` from generate) pass through unchanged. Records are
     aggregated `chunk` at a time so that RPC's fits run batched. A PoolError carries the position
@@ -221,18 +241,20 @@ def aggregate_records(records: Iterable[dict], methods: list[tuple[str, Aggregat
     for rec in records:
         buf.append(rec)
         if len(buf) >= chunk:
-            yield from _aggregate_chunk(buf, start, methods, extract, jobs)
+            yield from _aggregate_chunk(buf, start, methods, extract, jobs, truncated)
             start += len(buf)
             buf = []
-    yield from _aggregate_chunk(buf, start, methods, extract, jobs)
+    yield from _aggregate_chunk(buf, start, methods, extract, jobs, truncated)
 
 
-def _aggregate_chunk(records, start, methods, extract, jobs):
+def _aggregate_chunk(records, start, methods, extract, jobs, truncated="extract"):
     todo = [(j, r) for j, r in enumerate(records) if "samples" in r]
-    pools = [build_pool(r["samples"], [m for _, m in methods], extract, start + j) for j, r in todo]
+    pools = [build_pool(r["samples"], [m for _, m in methods], extract, start + j, truncated) for j, r in todo]
     results = aggregate_pools(pools, methods, jobs) if pools else []
     for (j, rec), pool, aggs in zip(todo, pools, results):
         for s, pred in zip(rec["samples"], pool.preds):
+            if truncated == "ignore" and cut_off(s):
+                s["pred"] = None
             s.setdefault("pred", pred)
         rec["aggregates"] = {**(rec.get("aggregates") or {}), **aggs}
     yield from records

@@ -25,11 +25,12 @@ class Problem:
 
 
 def load_problems(records: Iterable[dict], methods: Iterable[Aggregator] = (),
-                  extract: str = "auto") -> tuple[list[Problem], dict]:
+                  extract: str = "auto", truncated: str = "extract") -> tuple[list[Problem], dict]:
     """Problems from aggregated (or plain generate) records.
 
     Records without a gold `answer` or without `samples` are skipped and counted in the second
-    value. Samples without `pred` are extracted with `extract`. `methods` makes sure the per-sample
+    value. Samples without `pred` are extracted with `extract`; `truncated="ignore"` gives samples
+    cut off by the token limit no answer (see build_pool). `methods` makes sure the per-sample
     signals those methods need are present (PoolError otherwise, with `.position` set).
     """
     methods = list(methods)
@@ -42,7 +43,7 @@ def load_problems(records: Iterable[dict], methods: Iterable[Aggregator] = (),
         if gold is None:
             skipped["no_gold"] += 1
             continue
-        pool = build_pool(rec["samples"], methods, extract, pos)
+        pool = build_pool(rec["samples"], methods, extract, pos, truncated)
         correct = np.array([equivalent(rep, gold) for rep in pool.groups.reps], dtype=bool)
         problems.append(Problem(pool, gold, correct, rec.get("aggregates") or {}))
     return problems, skipped
@@ -98,6 +99,11 @@ def summarize(problems: list[Problem], methods: list[tuple[str, Aggregator]] | N
     c = np.array([p.n_correct for p in problems])
     tokens = float(np.mean([p.pool.n_tokens for p in problems])) if problems else float("nan")
     ks = ks or default_ks(int(n.max()) if n.size else 1)
+    # Samples that hit the token limit: their "answers" may be fragments picked up by the
+    # last-number fallback, so the share is reported next to the accuracies.
+    finishes = [s.get("finish") for p in problems for s in p.pool.samples]
+    known = sum(f is not None for f in finishes)
+    cut = sum(f == "length" for f in finishes)
     return {
         "problems": len(problems),
         "samples": int(n.max()) if n.size else 0,
@@ -106,6 +112,7 @@ def summarize(problems: list[Problem], methods: list[tuple[str, Aggregator]] | N
         "pass_at_k": {int(k): float(np.mean(pass_at_k(n, c, k))) for k in ks} if n.size else {},
         "oracle": float(np.mean(c > 0)) if n.size else float("nan"),
         "tokens": tokens,
+        "truncated": {"samples": cut, "of": known, "share": cut / known if known else float("nan")},
     }
 
 
@@ -141,6 +148,8 @@ def curve(problems: list[Problem], methods: list[tuple[str, Aggregator]], ks: li
           repeats: int = 10, seed: int = 0, jobs: int = 1) -> dict:
     """Accuracy vs K: for each K, `repeats` seeded random K-subsets of every problem's samples are
     re-aggregated by every method; mean ± std (over repeats) of accuracy and mean ECE per method.
+    Per K also: pass@K (unbiased estimator), `oracle_mean` (any sample of the same subsets
+    correct: the ceiling the methods are drawn against) and the mean tokens of the subsets.
 
     Identical subsets (K at or above a problem's size, or chance repeats) are aggregated once.
     """
@@ -153,7 +162,7 @@ def curve(problems: list[Problem], methods: list[tuple[str, Aggregator]], ks: li
     P = len(problems)
     out = {"k": list(ks), "repeats": repeats, "seed": seed, "problems": P,
            "methods": {lab: {"accuracy_mean": [], "accuracy_std": [], "ece_mean": []} for lab, _ in methods},
-           "pass_at_k": [], "tokens_mean": []}
+           "pass_at_k": [], "oracle_mean": [], "tokens_mean": []}
     for k in ks:
         idx = draw_subsets(sizes, k, repeats, seed).reshape(repeats * P, -1)
         rows = np.tile(np.arange(P), repeats)
@@ -163,6 +172,11 @@ def curve(problems: list[Problem], methods: list[tuple[str, Aggregator]], ks: li
         tokens = np.nansum(sub.fields["n_tokens"], axis=1)[inverse].reshape(repeats, P)
         out["tokens_mean"].append(float(tokens.mean()))
         out["pass_at_k"].append(float(np.mean(pass_at_k(sizes, n_correct, k))))
+        # The ceiling on the very subsets the methods saw: any of the K samples correct. pass@K
+        # is its expectation, but next to means over a few random subsets it can sit below the
+        # methods (at K = 1 every method's accuracy is this same quantity, up to sampling noise).
+        hit = (sub.cls >= 0) & np.take_along_axis(correct[uniq[:, 0]], np.maximum(sub.cls, 0), axis=1)
+        out["oracle_mean"].append(float(hit.any(axis=1)[inverse].reshape(repeats, P).mean()))
         for label, method in methods:
             raw, _ = method.score(sub)
             d = decide(raw, sub.cls, sub.n_classes)

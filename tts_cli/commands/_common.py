@@ -3,11 +3,23 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
+from enum import Enum
 
 from tts_cli.io import InputError, iter_objects
 
 EXTRACT_HELP = ("How answers are extracted from sample texts that have no `pred`: auto (boxed, then "
                 "'the answer is', then the last number) | boxed | gsm8k | answer-is | last-number | choice.")
+TRUNCATED_HELP = ("Samples cut off by the token limit (finish: length): extract an answer from them like "
+                  "from any other sample (the default, as before; with the last-number fallback a fragment "
+                  "such as '104 - 3' answers 3), or ignore them (pred null: no vote, never correct). "
+                  "`tts eval` reports their share.")
+
+
+class Truncated(str, Enum):
+    extract = "extract"
+    ignore = "ignore"
+
+
 JOBS_HELP = "Worker processes for RPC's mixture fits (0 = one per usable CPU core)."
 
 # The method list of `--help`, written out so that `tts --help` need not import numpy;
@@ -77,3 +89,67 @@ def translate_pool_errors(path: str, lines: list[int]):
         known = e.position is not None and e.position < len(lines)
         where = f"{name} line {lines[e.position]}: " if known else f"{name}: "
         raise InputError(where + str(e)) from None
+
+
+# --- checks `tts eval` makes before computing anything -----------------------------------------
+
+def checked_plot_path(path: str) -> str:
+    """--plot PATH: a format matplotlib writes (from the extension) and an existing folder (made
+    here, as -o does), checked before the curve is computed rather than failing after it."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    ext = os.path.splitext(path)[1].lstrip(".").lower()
+    if ext not in kinds:
+        what = f"unknown format .{ext}" if ext else "no extension to tell the format"
+        raise InputError(f"--plot {path}: {what}; use one of {', '.join('.' + k for k in sorted(kinds))}")
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"--plot {path}: cannot create the folder {folder}: {e.strerror}") from None
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"--plot {path}: the folder {folder} is not writable")
+    return path
+
+
+def counting_ids(records, counts: dict):
+    """Pass records through, counting each `id` (for the duplicate-id warning)."""
+    from tts_cli.io import id_key
+
+    for rec in records:
+        if rec.get("id") is not None:
+            key = id_key(rec["id"])
+            counts[key] = counts.get(key, 0) + 1
+        yield rec
+
+
+def duplicate_ids_warning(counts: dict) -> str | None:
+    dups = {k: c for k, c in counts.items() if c > 1}
+    if not dups:
+        return None
+    example, times = next(iter(dups.items()))
+    return (f"tts: warning: {len(dups)} record id(s) appear more than once (id {example} {times} times); "
+            "every copy is scored as its own problem (a file concatenated twice?)")
+
+
+def curve_size_warnings(ks: list[int], sizes: list[int]) -> list[str]:
+    """K values that some problems cannot fill: those problems contribute all their samples."""
+    if not sizes:
+        return []
+    lo, hi = min(sizes), max(sizes)
+    out = []
+    over = [k for k in ks if k > hi]
+    if over:
+        out.append(f"tts: warning: --curve {', '.join(map(str, over))}: more than the {hi} samples of any "
+                   f"problem; such K use every sample (the same point as K={hi})")
+    some = [k for k in ks if lo < k <= hi]
+    if some:
+        short = sum(s < min(some) for s in sizes)
+        out.append(f"tts: warning: --curve {', '.join(map(str, some))}: larger than the pool of some problems "
+                   f"({short} of {len(sizes)} have fewer than {min(some)} samples; smallest {lo}); "
+                   "they contribute all their samples at such K")
+    return out

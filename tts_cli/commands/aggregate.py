@@ -6,20 +6,21 @@ from typing import List, Optional
 import typer
 
 from tts_cli.commands._common import (
-    EXTRACT_HELP, JOBS_HELP, METHODS_HELP, checked_extract, default_jobs, methods_or_error,
-    records_with_lines, translate_pool_errors,
+    EXTRACT_HELP, JOBS_HELP, METHODS_HELP, TRUNCATED_HELP, Truncated, checked_extract, default_jobs,
+    methods_or_error, records_with_lines, translate_pool_errors,
 )
 
 
 def aggregate(
     input: str = typer.Argument("-", help="`tts generate` output (JSONL), or - for stdin."),
     output: str = typer.Option("-", "-o", "--output", help="Output JSONL file, or - for stdout."),
-    method: List[str] = typer.Option(..., "-m", "--method",
+    method: List[str] = typer.Option(..., "--method", "-a",
                                      help="Aggregator NAME or NAME:key=value,... (repeatable; see above)."),
     opt: Optional[List[str]] = typer.Option(None, "--opt",
                                             help="key=value for every chosen method that has the option, "
                                                  "or NAME.key=value (repeatable). Default: none."),
     extract: str = typer.Option("auto", "--extract", help=EXTRACT_HELP),
+    truncated: Truncated = typer.Option(Truncated.extract, "--truncated", help=TRUNCATED_HELP),
     jobs: int = typer.Option(0, "--jobs", "-j", min=0, help=JOBS_HELP),
 ) -> None:
     from strategies.aggregators.api import aggregate_records
@@ -28,7 +29,8 @@ def aggregate(
     methods = methods_or_error(method, opt or [])
     records, lines = records_with_lines(input)
     with JsonlWriter(output) as out, translate_pool_errors(input, lines):
-        for rec in aggregate_records(records, methods, checked_extract(extract), jobs=default_jobs(jobs)):
+        for rec in aggregate_records(records, methods, checked_extract(extract), jobs=default_jobs(jobs),
+                                     truncated=truncated.value):
             out.write(rec)
 
 
@@ -36,5 +38,5 @@ aggregate.__doc__ = (
     "Add `pred` to every sample and `aggregates` (one answer per method) to `tts generate` records."
     "\n\n`aggregates` = {NAME: {answer, confidence, scores, used, opts}}; a sample that already has "
     "`pred` keeps it. See docs/aggregators.md.\n\n\b\n"
-    "Methods (-m NAME, or NAME:key=value,... to give one method its own options):\n" + METHODS_HELP
+    "Methods (-a NAME, or NAME:key=value,... to give one method its own options):\n" + METHODS_HELP
 )

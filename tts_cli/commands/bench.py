@@ -6,6 +6,7 @@ from enum import Enum
 import typer
 
 from tts_cli.io import InputError
+from tts_cli.models import DTYPE_HELP
 
 
 class Workload(str, Enum):
@@ -27,8 +28,8 @@ def bench(
                                    help="discrete: against generate(); soft: soft vs discrete tokens/s at 32 rows."),
     model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model to time (see tts generate --model)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Rows decoded together by our sampler."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
-    dtype: str = typer.Option("auto", "--dtype", help="auto | float32 | bfloat16 | float16."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N (auto: cuda when available)."),
+    dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP),
     compile: bool = typer.Option(False, "--compile", help="torch.compile our decode step's layers (the one-off "
                                  "compile is in an untimed first pass; see tts generate --compile)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),

@@ -7,8 +7,11 @@ from typing import List, Optional
 import typer
 
 from tts_cli.commands._common import (
-    EXTRACT_HELP, JOBS_HELP, checked_extract, default_jobs, methods_or_error, records_with_lines,
-    translate_pool_errors,
+    EXTRACT_HELP, JOBS_HELP, TRUNCATED_HELP, Truncated, checked_extract, default_jobs, methods_or_error,
+    records_with_lines, translate_pool_errors,
+)
+from tts_cli.commands._common import (  # checks made before any work
+    checked_plot_path, counting_ids, curve_size_warnings, duplicate_ids_warning,
 )
 from tts_cli.io import InputError
 
@@ -47,12 +50,16 @@ def evaluate(
                                              "Default: no curve (auto when --plot is given)."),
     repeats: int = typer.Option(10, "--repeats", min=1, help="Random subsets per K."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random subsets."),
-    plot: Optional[str] = typer.Option(None, "--plot", help="Write the accuracy-vs-K figure here (PNG, PDF, SVG). Default: no figure."),
-    method: Optional[List[str]] = typer.Option(None, "-m", "--method",
+    plot: Optional[str] = typer.Option(None, "--plot", help="Write the accuracy-vs-K figure here (PNG, PDF, SVG, ...: from the extension; "
+                                                             "missing folders are created). Default: no figure."),
+    method: Optional[List[str]] = typer.Option(None, "--method", "-a",
                                                help="Aggregate with these methods instead of reading the recorded "
                                                     "`aggregates` (as in `tts aggregate`). Default: the recorded ones."),
-    opt: Optional[List[str]] = typer.Option(None, "--opt", help="Method options for -m, as in `tts aggregate`. Default: none."),
+    opt: Optional[List[str]] = typer.Option(None, "--opt", help="Method options for -a, as in `tts aggregate`. Default: none."),
     extract: str = typer.Option("auto", "--extract", help=EXTRACT_HELP),
+    truncated: Truncated = typer.Option(Truncated.extract, "--truncated",
+                                        help="As in `tts aggregate` (applies to samples with a `pred` too): "
+                                             + TRUNCATED_HELP),
     jobs: int = typer.Option(0, "--jobs", "-j", min=0, help=JOBS_HELP),
 ) -> None:
     """Score aggregated records against gold answers; --curve for accuracy vs K (RPC's protocol)."""
@@ -61,23 +68,32 @@ def evaluate(
     from tts_cli.io import dumps
 
     methods = methods_or_error(method, opt or []) if method else None
+    ks = parse_ks(curve)
+    if plot:
+        checked_plot_path(plot)
     records, lines = records_with_lines(input)
+    ids: dict = {}
+    records = counting_ids(records, ids)
     with translate_pool_errors(input, lines):
-        problems, skipped = load_problems(records, [m for _, m in methods or []], checked_extract(extract))
+        problems, skipped = load_problems(records, [m for _, m in methods or []], checked_extract(extract),
+                                           truncated=truncated.value)
     for reason, count in skipped.items():
         if count:
             print(f"tts: warning: skipped {count} record(s): {reason.replace('_', ' ')}", file=sys.stderr)
+    if duplicate_ids_warning(ids):
+        print(duplicate_ids_warning(ids), file=sys.stderr)
     if not problems:
         raise InputError("no record has both `samples` and a gold `answer`")
     jobs = default_jobs(jobs)
-    ks = parse_ks(curve)
     result = summarize(problems, methods, ks=ks, jobs=jobs)
     if not result["methods"] and not methods:
-        print("tts: warning: no recorded `aggregates` common to all records; run `tts aggregate` or pass -m",
+        print("tts: warning: no recorded `aggregates` common to all records; run `tts aggregate` or pass -a",
               file=sys.stderr)
     if curve is not None or plot:
         chosen = _curve_methods(problems, methods)
         ks = ks or default_ks(result["samples"])
+        for warning in curve_size_warnings(ks, [p.pool.size for p in problems]):
+            print(warning, file=sys.stderr)
         with translate_pool_errors(input, lines):
             result["curve"] = run_curve(problems, chosen, ks, repeats=repeats, seed=seed, jobs=jobs)
         if plot:
@@ -97,7 +113,10 @@ def evaluate(
 evaluate.__doc__ += (
     "\n\nPer method: accuracy (tied winners earn 1/|ties| each), ECE (10 bins over the winner's "
     "confidence), Brier score and mean tokens per problem; for the pool: mean single-sample accuracy, "
-    "unbiased pass@k and the oracle (any sample correct).\n\n"
+    "unbiased pass@k and the oracle (any sample correct); the share of samples cut off by the token "
+    "limit (finish: length), whose answers may be fragments.\n\n"
     "--curve: for each K, --repeats seeded random K-subsets of every problem's samples are "
-    "re-aggregated; mean ± std accuracy per method. --plot draws it (log-2 K axis, error bands)."
+    "re-aggregated; mean ± std accuracy per method, and the oracle on the same subsets. --plot draws "
+    "it (log-2 K axis, error bands).\n\n"
+    "Warnings (stderr): record ids that appear more than once, --curve K larger than a problem's pool."
 )

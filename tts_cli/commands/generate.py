@@ -65,7 +65,7 @@ def generate(
                               help="Model alias, local Hugging Face directory, .gguf file, or a hub id already in the local cache."),
     mode: Mode = typer.Option(Mode.discrete, "--mode", help="How traces are sampled."),
     samples: int = typer.Option(1, "-n", "--samples", min=1, help="Samples (traces) per prompt."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", "-t", min=0.0, show_default=False,
+    temperature: Optional[float] = typer.Option(None, "--temperature", min=0.0, show_default=False,
                                                 help="Sampling temperature; 0 = greedy. In soft mode the thinking temperature. "
                                                 f"[default: {DISCRETE.temperature} discrete, {SOFT_THINKING.temperature} soft]"),
     top_p: Optional[float] = typer.Option(None, "--top-p", min=0.0, max=1.0, show_default=False,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import sys
+from enum import Enum
 from typing import Optional
 
 import typer
@@ -10,6 +11,12 @@ import typer
 from tts_cli.io import InputError
 
 RED, YELLOW, DIM, BOLD, RESET = "\x1b[31m", "\x1b[33m", "\x1b[2m", "\x1b[1m", "\x1b[0m"
+
+
+class Color(str, Enum):
+    auto = "auto"
+    always = "always"
+    never = "never"
 
 
 def _paint(text: str, code: str, color: bool) -> str:
@@ -51,15 +58,16 @@ def show(
     sample: Optional[int] = typer.Option(None, "--sample", "-s", help="Only this sample index (default: all)."),
     threshold: float = typer.Option(0.3, "--threshold", min=1e-9, max=1.0,
                                     help="With a trace: highlight tokens whose probability is below this."),
-    color: str = typer.Option("auto", "--color", help="auto | always | never (auto: only on a terminal)."),
-    model: Optional[str] = typer.Option(None, "--model",
+    color: Color = typer.Option(Color.auto, "--color",
+                                help="auto: only on a terminal; always: also through a pipe (`| less -R`)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m",
                                         help="Tokenizer for rendering traces (default: the record's run.model)."),
 ) -> None:
     """Print one record's samples: text (low-confidence tokens highlighted with --trace output),
     per-sample summaries and finish reasons."""
     from tts_cli.io import iter_objects
 
-    use_color = color == "always" or (color == "auto" and sys.stdout.isatty())
+    use_color = color is Color.always or (color is Color.auto and sys.stdout.isatty())
     record = None
     for _, obj in iter_objects(file):
         if id is None or str(obj.get("id")) == id:
@@ -80,7 +88,12 @@ def show(
             tokenizer = load_tokenizer(model or record.get("run", {}).get("model", "smollm2-135m"))
         except ModelNotFound as e:
             print(f"tts: {e}; showing plain text", file=sys.stderr)
-    out = typer.echo
+
+    def out(text: str) -> None:
+        # echo strips colour codes whenever stdout is not a terminal unless told otherwise:
+        # `--color always` must survive `| less -R`.
+        typer.echo(text, color=use_color)
+
     out(_paint(f"id {record.get('id')}", BOLD, use_color))
     prompt = record.get("prompt") or record.get("messages")
     if prompt:
