@@ -99,10 +99,10 @@ class Progress:
             eta = f", ETA {_duration(left)}"
         self._line(f"tts: {done} records, {self.tokens} tokens, {self.rate():.1f} tok/s{eta}")
 
-    def end(self) -> None:
+    def end(self, finished: bool = True) -> None:
         if self.bar is not None:
             self.bar.close()
-        elif not self.quiet and not self.terminal:
+        elif finished and not self.quiet and not self.terminal:
             took = time.monotonic() - self.start
             self._line(f"tts: done: {self.records} records, {self.tokens} tokens in {_duration(took)} "
                        f"({self.rate():.1f} tok/s)")

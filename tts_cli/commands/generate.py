@@ -212,13 +212,15 @@ def generate(
     total = progress.selected_total(progress.count_records(input), shard_spec, len(done), limit)
     bar = progress.Progress(total, quiet).begin(model=model, device=loaded.model.device,
                                                 dtype=str(loaded.model.dtype).removeprefix("torch."), samples=samples)
+    finished = False
     try:
         with JsonlWriter(output, append=resume) as out:
             for record in run(selected(), loaded, generator, opts, progress=bar):
                 out.write(record)
                 bar.record_done()
+        finished = True
     finally:
-        bar.end()
+        bar.end(finished)  # a stopped run gets its error line, not a summary
     if resume:
         print(f"tts: --resume: skipped {skipped} records already in {output}", file=sys.stderr)
 
