@@ -25,6 +25,7 @@ from strategies.decoder import Decoder, SharedPrefixes
 from strategies.generators import REGISTRY
 from strategies.generators.base import Generator, Text
 from strategies.layers import window_error
+from strategies.penalties import Penalties, PenaltyState
 from strategies.rng import row_rng
 from strategies.rows import LENGTH, SKIPPED, STOP, Choice, Request, Row, Step
 from strategies.sampler import Signals, raw_signals
@@ -38,7 +39,8 @@ class Engine(Backend):
     def __init__(self, model, tokenizer, generator: Generator, *, batch_size: int = 64, max_new_tokens: int = 256,
                  stop: Iterable[str] = (), seed: int = 0, ignore_eos: bool = False, progress=None,
                  share_prefix: bool = True, cuda_graphs: bool = True, compile: bool = False,
-                 controller: Controller | None = None):
+                 controller: Controller | None = None, penalties: Penalties | None = None,
+                 top_logprobs: int = 0):
         self.decoder = Decoder(model, max_slots=batch_size, cuda_graphs=cuda_graphs, compile=compile)
         self.tokenizer = tokenizer
         self.generator = generator
@@ -53,6 +55,10 @@ class Engine(Backend):
         self.eos_ids = eos_token_ids(model, tokenizer)
         self.vocab_size = len(tokenizer)
         self.progress = progress
+        # penalties need per-slot token counts on the device: built only when one is set
+        self.penalties = (PenaltyState(penalties, batch_size, self.vocab_size, self.decoder.device)
+                          if penalties is not None and penalties.active else None)
+        self.top_logprobs = min(top_logprobs, self.vocab_size)
         self.tokens_generated = 0
         self.steps = 0
         # the CUDA graphs capture per-row attention only; on a GPU the saved prompt reads are
@@ -148,6 +154,8 @@ class Engine(Backend):
     def place(self, row: Row, active: list[Row]) -> None:
         """Give a row the next free slot: its prompt's keys/values are copied in."""
         self.decoder.cache.write_prefix(len(active), row.req.prefix)
+        if self.penalties is not None:
+            self.penalties.place(len(active), row.req.prompt_ids)
         active.append(row)
         row.started = True
         row.req.unplaced -= 1
@@ -166,6 +174,8 @@ class Engine(Backend):
             last = active.pop()
             if slot < len(active):
                 self.decoder.cache.move_slot(len(active), slot, last.pos)
+                if self.penalties is not None:
+                    self.penalties.move(len(active), slot)
                 active[slot] = last
 
     @staticmethod
@@ -176,9 +186,13 @@ class Engine(Backend):
     # ----- one decode step -------------------------------------------------------------
     def step(self, active: list[Row]) -> None:
         logits, sig = self.forward(active)
+        if self.penalties is not None:  # after the raw signals: they stay those of the model
+            logits = self.penalties.apply(logits)
         choice = self.generator.choose(active, logits, sig)
         host = self.read_back(active, choice, sig)
         self.record(active, host)
+        if self.penalties is not None:
+            self.penalties.add([r.ids[-1] for r in active])
         self.check_finish(active)
 
     def forward(self, active: list[Row]) -> tuple[torch.Tensor, Signals]:
@@ -198,8 +212,13 @@ class Engine(Backend):
             toks = toks.clone()
             toks[torch.tensor(forced, device=toks.device)] = torch.tensor(
                 [active[b].forced[0] for b in forced], device=toks.device)
+        extra = {}
+        if self.top_logprobs:  # part of this same transfer: no extra sync
+            top, top_ids = sig.shifted.topk(self.top_logprobs, dim=-1)
+            extra = {"top_ids": top_ids, "top_logprob": top - sig.log_norm[:, None]}
         return to_host({"token": toks, "logprob": sig.logprob(toks), "entropy": sig.entropy,
-                        "self_certainty": sig.self_certainty, "confidence": sig.confidence, **choice.extras})
+                        "self_certainty": sig.self_certainty, "confidence": sig.confidence, **extra,
+                        **choice.extras})
 
     def record(self, active: list[Row], host: dict[str, np.ndarray]) -> None:
         """Append each row's token and signals, set its next input, let the generator react."""
@@ -216,6 +235,8 @@ class Engine(Backend):
             r.entropy.append(ent[b])
             r.self_certainty.append(sc[b])
             r.confidence.append(conf[b])
+            if self.top_logprobs:
+                r.top_logprobs.append((host["top_ids"][b].astype(np.int64).tolist(), host["top_logprob"][b].tolist()))
             r.pos += 1
             change = self.generator.after(r)
             if change is not None:

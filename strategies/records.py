@@ -29,4 +29,7 @@ def sample_record(text: str, row, generator, trace: bool) -> dict:
         t["ids"] = list(row.ids)
         for name in TOKEN_SIGNALS:
             t[name] = [_r(v) for v in getattr(row, name)]
+        if row.top_logprobs:
+            t["top_logprobs"] = {"ids": [ids for ids, _ in row.top_logprobs],
+                                 "logprob": [[_r(v) for v in lps] for _, lps in row.top_logprobs]}
     return s

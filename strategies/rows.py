@@ -29,6 +29,7 @@ class Row:
     entropy: list[float] = field(default_factory=list)
     self_certainty: list[float] = field(default_factory=list)
     confidence: list[float] = field(default_factory=list)
+    top_logprobs: list[tuple[list[int], list[float]]] = field(default_factory=list)  # per token, with --top-logprobs
     forced: deque = field(default_factory=deque)  # tokens to emit regardless of the logits
     state: dict = field(default_factory=dict)     # the generator's own per-row state
     finish: str | None = None

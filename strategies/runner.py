@@ -17,6 +17,7 @@ from typing import Any, Iterable, Iterator
 
 from strategies.cache import max_positions
 from strategies.layers import window_error
+from strategies.penalties import Penalties
 from strategies.records import sample_record
 from tts_cli import __version__
 from tts_cli.io import InputError, Record
@@ -37,6 +38,9 @@ class GenerateOptions:
     ignore_eos: bool = False  # benchmarks only: decode exactly max_new_tokens
     compile: bool = False     # torch.compile the decode step's layers
     cuda_graphs: bool = True  # on CUDA, replay captured decode steps
+    system: str | None = None  # a system message put in front through the chat template
+    penalties: Penalties = field(default_factory=Penalties)  # repetition / presence / frequency (off)
+    top_logprobs: int = 0     # per token, the K most likely ids and their raw log-probabilities
 
 
 class _Fatal(str):
@@ -50,6 +54,15 @@ def _as_records(items: Iterable) -> Iterator[Record]:
 
 def prompt_ids(obj: dict, tokenizer, opts: GenerateOptions) -> list[int]:
     """Tokenise a record's prompt: the chat template unless --raw; raises ValueError on bad input."""
+    text, raw = prompt_text(obj, tokenizer, opts)
+    if raw:
+        return tokenizer(text)["input_ids"]
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def prompt_text(obj: dict, tokenizer, opts: GenerateOptions) -> tuple[str, bool]:
+    """The record's prompt as the model will read it (the rendered chat template unless --raw),
+    and whether it is raw (then the tokenizer adds its own special tokens, e.g. BOS)."""
     if "messages" in obj and opts.prompt_field not in obj:
         messages = obj["messages"]
         if not isinstance(messages, list) or not messages:
@@ -63,14 +76,16 @@ def prompt_ids(obj: dict, tokenizer, opts: GenerateOptions) -> list[int]:
         if not prompt.strip():
             raise ValueError("empty prompt")
         if opts.raw:
-            return tokenizer(prompt)["input_ids"]
+            return prompt, True
         messages = [{"role": "user", "content": prompt}]
     if opts.raw:
         raise ValueError("--raw needs a 'prompt' string, not 'messages'")
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError("the model has no chat template; use --raw")
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    if opts.system is not None and not (isinstance(messages[0], dict) and messages[0].get("role") == "system"):
+        # a record's own system message wins: it was written for that record
+        messages = [{"role": "system", "content": opts.system}, *messages]
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False), False
 
 
 def default_batch_size(device) -> int:
@@ -91,6 +106,12 @@ def run_info(loaded, generator, opts: GenerateOptions) -> dict:
                  "raw": opts.raw, "batch_size": opts.batch_size,
                  "dtype": str(loaded.model.dtype).removeprefix("torch."),
                  "device": str(loaded.model.device), "torch": torch.__version__})
+    # the newer options appear only when set, so runs without them keep their old bytes
+    if opts.system is not None:
+        info["system"] = opts.system
+    info.update(opts.penalties.run_fields())
+    if opts.top_logprobs:
+        info["top_logprobs"] = opts.top_logprobs
     if opts.ignore_eos:
         info["ignore_eos"] = True
     # both change float rounding (fused kernels, padded shapes), so a record says which ran
@@ -142,7 +163,8 @@ def generate(items: Iterable, loaded, generator, opts: GenerateOptions, progress
     backend = Engine(loaded.model, loaded.tokenizer, generator, batch_size=opts.batch_size,
                      max_new_tokens=opts.max_new_tokens, stop=opts.stop, seed=opts.seed,
                      ignore_eos=opts.ignore_eos, progress=progress, compile=opts.compile,
-                     cuda_graphs=opts.cuda_graphs, controller=controller)
+                     cuda_graphs=opts.cuda_graphs, controller=controller, penalties=opts.penalties,
+                     top_logprobs=opts.top_logprobs)
     info = run_info(loaded, generator, opts)
     if controller is not None:
         info.update(controller.run_fields())

@@ -171,3 +171,20 @@ def _sample_untruncated(logits: torch.Tensor, temperature: torch.Tensor, u: torc
     """
     z = logits.float()
     return _inverse_cdf(((z - z.amax(-1, keepdim=True)) / temperature[:, None]).exp_(), u)
+
+
+def apply_penalties(logits: torch.Tensor, prompt_mask: torch.Tensor, counts: torch.Tensor,
+                    repetition: torch.Tensor, presence: torch.Tensor, frequency: torch.Tensor) -> torch.Tensor:
+    """vLLM's repetition / presence / frequency penalties, per row, before temperature and truncation.
+
+    prompt_mask [B, V] bool: tokens of the row's prompt; counts [B, V]: how often each token was
+    emitted so far; repetition, presence, frequency [B]. Repetition divides the logits of tokens
+    seen in the prompt or the output by p when positive and multiplies them by p when not;
+    presence subtracts p once from every token that appeared in the output; frequency subtracts
+    p x its count. Returns new float32 logits (the raw ones still feed the signals).
+    """
+    z = logits.float()
+    appeared = counts > 0
+    rep = torch.where(prompt_mask | appeared, repetition[:, None], 1.0)
+    z = z * torch.where(z > 0, 1.0 / rep, rep)
+    return z - frequency[:, None] * counts - presence[:, None] * appeared.to(z.dtype)

@@ -98,6 +98,24 @@ def generate(
                                  "See docs/performance.md."),
     cuda_graphs: bool = typer.Option(True, "--cuda-graphs/--no-cuda-graphs",
                                      help="On CUDA, capture each decode step shape once and replay it."),
+    # --- prompts, selection, penalties, resume checks (issue #15) ----------------------------
+    system: Optional[str] = typer.Option(None, "--system", help="A system message, put in front of each prompt through the chat template "
+                                         "(a record's own leading system message wins)."),
+    show_prompt: bool = typer.Option(False, "--show-prompt", help="Print the first selected record's prompt as the model will read it "
+                                     "(chat template applied) to stderr and exit; loads only the tokenizer."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Only the first N records, counted after --shard and --resume "
+                                        "have dropped theirs."),
+    repetition_penalty: float = typer.Option(1.0, "--repetition-penalty", min=0.0,
+                                             help="vLLM's: logits of tokens in the prompt or output divided by p if positive, "
+                                             "multiplied by p if not (1 = off)."),
+    presence_penalty: float = typer.Option(0.0, "--presence-penalty",
+                                           help="vLLM's: subtract p from the logits of every token already in the output (0 = off)."),
+    frequency_penalty: float = typer.Option(0.0, "--frequency-penalty",
+                                            help="vLLM's: subtract p x its count in the output from each token's logit (0 = off)."),
+    top_logprobs: int = typer.Option(0, "--top-logprobs", min=0, max=20,
+                                     help="Per token, the K most likely ids and their raw log-probabilities in "
+                                     "trace.top_logprobs (implies --trace)."),
+    force: bool = typer.Option(False, "--force", help="With --resume: append even if the file was made with other settings."),
     # --- soft thinking -----------------------------------------------------------------
     max_topk: int = typer.Option(SoftParams.max_topk, "--max-topk", min=1, rich_help_panel=SOFT, help="K: concept-token width."),
     noise: Noise = typer.Option(Noise.none, "--noise", rich_help_panel=SOFT, help="Randomness on the top-K weights."),
@@ -110,13 +128,15 @@ def generate(
     think_start: Optional[str] = typer.Option(None, "--think-start", rich_help_panel=SOFT,
                                               help="Thinking starts once this text has appeared (prompt or output); default: at the first generated token."),
     think_end: str = typer.Option(SoftParams.think_end, "--think-end", rich_help_panel=SOFT,
-                                  help="Text that ends thinking (matched whole on the top-1 chain; inserted on Cold Stop or budget)."),
+                                  help="Text that ends thinking (matched whole on the top-1 chain; inserted on Cold Stop or budget). "
+                                  "Models without thinking markers never write </think>: give them --think-end and --soft-budget."),
     cold_stop_entropy: float = typer.Option(SoftParams.cold_stop_entropy, "--cold-stop-entropy", min=0.0, rich_help_panel=SOFT,
                                             help="Cold Stop threshold tau in nats (0 = off)."),
     cold_stop_steps: int = typer.Option(SoftParams.cold_stop_steps, "--cold-stop-steps", min=1, rich_help_panel=SOFT,
                                         help="Cold Stop: consecutive steps below tau that end thinking."),
     soft_budget: int = typer.Option(SoftParams.soft_budget, "--soft-budget", min=0, rich_help_panel=SOFT,
-                                    help="Most concept tokens before the think-end string is inserted (0 = no budget)."),
+                                    help="Most concept tokens before the think-end string is inserted (0 = no budget). "
+                                    "Models without thinking markers need one (and --think-end)."),
     answer_temperature: float = typer.Option(SOFT_ANSWER.temperature, "--answer-temperature", min=0.0, rich_help_panel=ANSWER, help="Answer-phase temperature."),
     answer_top_p: float = typer.Option(SOFT_ANSWER.top_p, "--answer-top-p", min=0.0, max=1.0, rich_help_panel=ANSWER, help="Answer-phase top-p."),
     answer_top_k: int = typer.Option(SOFT_ANSWER.top_k, "--answer-top-k", min=0, rich_help_panel=ANSWER, help="Answer-phase top-k."),
@@ -126,8 +146,10 @@ def generate(
     from strategies.generators import generator_class
     from strategies.runner import GenerateOptions, default_batch_size
     from strategies.runner import generate as run
+    from strategies.penalties import Penalties
+    from tts_cli import advice, progress, resume as resuming
     from tts_cli.io import JsonlWriter, existing_ids, id_key, read_records
-    from tts_cli.models import ModelNotFound, load
+    from tts_cli.models import ModelNotFound, load, load_tokenizer
 
     shard_spec = parse_shard(shard)
     # Each mode has its own defaults: plain sampling for discrete, the paper's settings for soft.
@@ -147,13 +169,26 @@ def generate(
             cold_stop_entropy=cold_stop_entropy, cold_stop_steps=cold_stop_steps, soft_budget=soft_budget))
     opts = GenerateOptions(n=samples, max_new_tokens=max_new_tokens, stop=list(stop or []), seed=seed,
                            batch_size=batch_size or 64, trace=trace, raw=raw, prompt_field=prompt_field,
-                           id_field=id_field, on_error=on_error.value, compile=compile, cuda_graphs=cuda_graphs)
+                           id_field=id_field, on_error=on_error.value, compile=compile, cuda_graphs=cuda_graphs,
+                           system=system, top_logprobs=top_logprobs,
+                           penalties=Penalties(repetition_penalty, presence_penalty, frequency_penalty))
+    if repetition_penalty <= 0:
+        raise InputError("--repetition-penalty must be > 0 (1 = off)")
+    if system is not None and raw:
+        raise InputError("--system goes through the chat template; it cannot be used with --raw")
+    opts.trace = trace or top_logprobs > 0
+    if force and not resume:
+        raise InputError("--force only applies with --resume")
     if resume and output == "-":
         raise InputError("--resume needs -o/--output FILE (it appends to that file)")
-    done = existing_ids(output, id_field) if resume else set()
+    done = existing_ids(output, id_field) if resume and not show_prompt else set()
+    skipped = 0
 
     def selected():
+        # order: --shard picks its records, --resume drops those already written, --limit counts the rest
+        nonlocal skipped
         ordinal = -1
+        kept = 0
         for rec in read_records(input):
             ordinal += 1
             if shard_spec and ordinal % shard_spec[1] != shard_spec[0]:
@@ -161,15 +196,59 @@ def generate(
             if done and rec.data is not None:
                 rid = rec.data.get(id_field)
                 if id_key(rec.line if rid is None else rid) in done:
+                    skipped += 1
                     continue
+            if limit is not None and kept >= limit:
+                return
+            kept += 1
             yield rec
 
+    if show_prompt:
+        show_first_prompt(selected(), model, opts, load_tokenizer)
+        return
     try:
         loaded = load(model, device, dtype)
     except ModelNotFound as e:
         raise InputError(str(e)) from None
     opts.batch_size = batch_size or default_batch_size(loaded.model.device)
-    with progress_bar(quiet) as bar, JsonlWriter(output, append=resume) as out:
-        for k, record in enumerate(run(selected(), loaded, generator, opts, progress=bar), start=1):
-            out.write(record)
-            bar.set_postfix_str(f"{k} prompts done", refresh=False)
+    if resume and not force and done:
+        from strategies.runner import run_info
+
+        resuming.check(output, run_info(loaded, generator, opts))
+    if mode is Mode.soft:
+        advice.soft_mode(loaded.tokenizer, generator.p, samples)
+    total = progress.selected_total(progress.count_records(input), shard_spec, len(done), limit)
+    bar = progress.Progress(total, quiet).begin(model=model, device=loaded.model.device,
+                                                dtype=str(loaded.model.dtype).removeprefix("torch."), samples=samples)
+    finished = False
+    try:
+        with JsonlWriter(output, append=resume) as out:
+            for record in run(selected(), loaded, generator, opts, progress=bar):
+                out.write(record)
+                bar.record_done()
+        finished = True
+    finally:
+        bar.end(finished)  # a stopped run gets its error line, not a summary
+    if resume:
+        print(f"tts: --resume: skipped {skipped} records already in {output}", file=sys.stderr)
+
+
+def show_first_prompt(records, model: str, opts, load_tokenizer) -> None:
+    """--show-prompt: the first selected record's prompt, rendered, on stderr (only the tokenizer loads)."""
+    from strategies.runner import prompt_text
+    from tts_cli.models import ModelNotFound
+
+    for rec in records:
+        if rec.error:
+            raise InputError(rec.error)
+        try:
+            tokenizer = load_tokenizer(model)
+        except ModelNotFound as e:
+            raise InputError(str(e)) from None
+        try:
+            text, _ = prompt_text(rec.data, tokenizer, opts)
+        except ValueError as e:
+            raise InputError(f"line {rec.line}: {e}") from None
+        sys.stderr.write(text if text.endswith("\n") else text + "\n")
+        return
+    raise InputError("--show-prompt: no record selected")
