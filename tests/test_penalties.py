@@ -86,7 +86,7 @@ def test_engine_greedy_with_penalties_against_teacher_forcing(tiny):
 def test_cli_penalties_recorded_and_applied(tiny):
     model, tok = tiny
     inp = "".join(orjson.dumps({"id": i, "prompt": p}).decode() + "\n" for i, p in enumerate(PROMPTS[:2]))
-    args = ["generate", "--model", "tiny-random", "--max-new-tokens", "16", "--quiet", "--temperature", "0",
+    args = ["generate", "--model", "tiny-random", "--device", "cpu", "--max-new-tokens", "16", "--quiet", "--temperature", "0",
             "--trace", "--repetition-penalty", "1.3", "--presence-penalty", "0.5", "--frequency-penalty", "0.2"]
     r = tts(*args, input=inp)
     assert r.code == 0, r.stderr
@@ -113,7 +113,7 @@ def test_cli_penalties_recorded_and_applied(tiny):
 def test_cli_top_logprobs_against_teacher_forcing(tiny):
     model, tok = tiny
     K = 5
-    r = tts("generate", "--model", "tiny-random", "--max-new-tokens", "10", "--quiet", "-n", "2", "--seed", "3",
+    r = tts("generate", "--model", "tiny-random", "--device", "cpu", "--max-new-tokens", "10", "--quiet", "-n", "2", "--seed", "3",
             "--top-logprobs", K, input=orjson.dumps({"prompt": PROMPTS[1]}).decode() + "\n")
     assert r.code == 0, r.stderr
     (rec,) = r.records()

@@ -131,3 +131,26 @@ def test_the_engine_is_a_backend(tiny):
     caps = eng.capabilities()
     assert set(caps.modes) >= {"discrete", "soft"} and caps.stop_rows and caps.inject
     assert set(caps.signals.values()) == {"exact"}
+
+
+def test_default_batch_size_is_64_on_cpu_and_fits_memory_on_cuda(tiny, monkeypatch):
+    import torch as t
+
+    from strategies.runner import default_batch_size
+
+    model, _ = tiny
+    assert default_batch_size(model) == 64
+
+    class FakeCuda:  # what the CUDA branch reads: a device, a config and a dtype
+        device = t.device("cuda")
+        config = model.config
+        dtype = t.bfloat16
+
+    cfg = model.config
+    per_row = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * 2 * (256 + 512)
+    monkeypatch.setattr(t.cuda, "mem_get_info", lambda device=None: (10 * 256 * per_row, 0))
+    assert default_batch_size(FakeCuda()) == 256
+    monkeypatch.setattr(t.cuda, "mem_get_info", lambda device=None: (100 * per_row, 0))
+    assert default_batch_size(FakeCuda()) == 80   # 0.8 * 100 rows, a multiple of 16
+    monkeypatch.setattr(t.cuda, "mem_get_info", lambda device=None: (per_row, 0))
+    assert default_batch_size(FakeCuda()) == 16

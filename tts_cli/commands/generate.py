@@ -81,7 +81,7 @@ def generate(
     stop: Optional[List[str]] = typer.Option(None, "--stop", help="Stop string (repeatable); cut from the text."),
     seed: int = typer.Option(0, "--seed", help="Seed; with the record id and sample index it fixes every random number."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, show_default=False,
-                                             help="Rows (prompt x sample) decoded together. [default: 64 on CPU, 256 on CUDA]"),
+                                             help="Rows (prompt x sample) decoded together. [default: 64 on CPU; on CUDA 256, fewer if their cache would not fit in memory]"),
     trace: bool = typer.Option(False, "--trace", help="Add per-token arrays (ids, logprob, entropy, self_certainty, confidence)."),
     raw: bool = typer.Option(False, "--raw", help="Feed the prompt as is, without the chat template."),
     prompt_field: str = typer.Option("prompt", "--prompt-field", help="Input field holding the prompt."),
@@ -210,7 +210,7 @@ def generate(
         loaded = load(model, device, dtype)
     except ModelNotFound as e:
         raise InputError(str(e)) from None
-    opts.batch_size = batch_size or default_batch_size(loaded.model.device)
+    opts.batch_size = batch_size or default_batch_size(loaded.model, max_new_tokens)
     if resume and not force and done:
         from strategies.runner import run_info
 
