@@ -162,7 +162,7 @@ def _help_rows(text: str) -> dict[str, str]:
     """Option -> its whole row of the rendered --help (box drawing removed, lines joined)."""
     rows, current = {}, None
     for line in text.splitlines():
-        m = re.match(r"^│\s+(?:\*\s+)?(--[\w-]+)", line)
+        m = re.match(r"^│ {1,4}(?:\*\s+)?(--[\w-]+)", line)  # wrapped help text is indented further
         if m:
             current = m.group(1)
             rows[current] = ""

@@ -14,6 +14,7 @@ from tts_cli.io import InputError
 
 DISCRETE = DiscreteParams()
 SOFT = "Soft thinking (--mode soft)"
+PENALTIES = "Penalties (vLLM's meanings; they shape sampling, not the recorded signals)"
 ANSWER = "Soft thinking: answer phase"
 
 
@@ -105,16 +106,16 @@ def generate(
                                      "(chat template applied) to stderr and exit; loads only the tokenizer."),
     limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Only the first N records, counted after --shard and --resume "
                                         "have dropped theirs."),
-    repetition_penalty: float = typer.Option(1.0, "--repetition-penalty", min=0.0,
+    repetition_penalty: float = typer.Option(1.0, "--repetition-penalty", min=0.0, rich_help_panel=PENALTIES,
                                              help="vLLM's: logits of tokens in the prompt or output divided by p if positive, "
                                              "multiplied by p if not (1 = off)."),
-    presence_penalty: float = typer.Option(0.0, "--presence-penalty",
+    presence_penalty: float = typer.Option(0.0, "--presence-penalty", rich_help_panel=PENALTIES,
                                            help="vLLM's: subtract p from the logits of every token already in the output (0 = off)."),
-    frequency_penalty: float = typer.Option(0.0, "--frequency-penalty",
+    frequency_penalty: float = typer.Option(0.0, "--frequency-penalty", rich_help_panel=PENALTIES,
                                             help="vLLM's: subtract p x its count in the output from each token's logit (0 = off)."),
     top_logprobs: int = typer.Option(0, "--top-logprobs", min=0, max=20,
                                      help="Per token, the K most likely ids and their raw log-probabilities in "
-                                     "trace.top_logprobs (implies --trace)."),
+                                     "trace.top_logprobs; turns the trace on (0 = off)."),
     force: bool = typer.Option(False, "--force", help="With --resume: append even if the file was made with other settings."),
     # --- soft thinking -----------------------------------------------------------------
     max_topk: int = typer.Option(SoftParams.max_topk, "--max-topk", min=1, rich_help_panel=SOFT, help="K: concept-token width."),
