@@ -48,7 +48,11 @@ def _register() -> None:
             if e.name == f"tts_cli.commands.{module_name}":
                 continue
             raise
-        app.command(name)(getattr(module, func_name))
+        target = getattr(module, func_name)
+        if isinstance(target, typer.Typer):  # a command group (`tts plot signals|trace`)
+            app.add_typer(target, name=name)
+        else:
+            app.command(name)(target)
 
 
 _register()
