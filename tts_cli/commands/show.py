@@ -108,9 +108,11 @@ def show(
     file: str = typer.Argument("-", help="JSONL written by tts generate (or aggregate), or - for stdin."),
     id: Optional[List[str]] = typer.Option(None, "--id", help="Record id to show (repeatable with --html; "
                                                               "default: the first record, with --html all)."),
-    sample: Optional[int] = typer.Option(None, "--sample", "-s", help="Only this sample index (default: all)."),
+    sample: Optional[int] = typer.Option(None, "--sample", "-s",
+                                         help="Only this sample index (default: all; not with --html)."),
     threshold: float = typer.Option(0.3, "--threshold", min=1e-9, max=1.0,
-                                    help="With a trace: highlight tokens whose probability is below this."),
+                                    help="With a trace: highlight tokens whose probability is below this "
+                                         "(not with --html)."),
     color: Optional[str] = typer.Option(None, "--color",
                                         help="Terminal: auto | always | never (default auto: only on a terminal). "
                                              "With --html, the signal that shades tokens: confidence | entropy | "
