@@ -28,7 +28,7 @@ class Page(HTMLParser):
 
     def __init__(self, html: str):
         super().__init__(convert_charrefs=True)
-        self.tags, self.text, self.titles, self.stack = [], [], [], []
+        self.tags, self.text, self.titles = [], [], []
         self.feed(html)
 
     def handle_starttag(self, tag, attrs):
