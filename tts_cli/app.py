@@ -228,9 +228,14 @@ def _register() -> None:
             if e.name == f"tts_cli.commands.{module_name}":
                 continue
             raise
-        func = getattr(module, func_name)
-        _help_conventions(func)
-        app.command(name)(func)
+        target = getattr(module, func_name)
+        if isinstance(target, typer.Typer):  # a command group (`tts plot signals|trace`)
+            for command in target.registered_commands:
+                _help_conventions(command.callback)
+            app.add_typer(target, name=name)
+        else:
+            _help_conventions(target)
+            app.command(name)(target)
 
 
 _register()

@@ -7,5 +7,6 @@ COMMANDS = [
     ("eval", "evaluate", "evaluate"),
     ("data", "data", "data"),
     ("show", "show", "show"),
+    ("plot", "plot", "plot_app"),
     ("bench", "bench", "bench"),
 ]

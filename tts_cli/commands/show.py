@@ -3,20 +3,14 @@ from __future__ import annotations
 
 import math
 import sys
-from enum import Enum
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
+from tts_cli.commands._common import EXTRACT_HELP, checked_extract
 from tts_cli.io import InputError
 
 RED, YELLOW, DIM, BOLD, RESET = "\x1b[31m", "\x1b[33m", "\x1b[2m", "\x1b[1m", "\x1b[0m"
-
-
-class Color(str, Enum):
-    auto = "auto"
-    always = "always"
-    never = "never"
 
 
 def _paint(text: str, code: str, color: bool) -> str:
@@ -52,29 +46,111 @@ def _summary(s: dict) -> str:
     return "  ".join(bits)
 
 
-def show(
-    file: str = typer.Argument("-", help="JSONL written by tts generate (or aggregate), or - for stdin."),
-    id: Optional[str] = typer.Option(None, "--id", help="Record id to show (default: the first record)."),
-    sample: Optional[int] = typer.Option(None, "--sample", "-s", help="Only this sample index (default: all)."),
-    threshold: float = typer.Option(0.3, "--threshold", min=1e-9, max=1.0,
-                                    help="With a trace: highlight tokens whose probability is below this."),
-    color: Color = typer.Option(Color.auto, "--color",
-                                help="auto: only on a terminal; always: also through a pipe (`| less -R`)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m",
-                                        help="Tokenizer for rendering traces (default: the record's run.model)."),
-) -> None:
-    """Print one record's samples: text (low-confidence tokens highlighted with --trace output),
-    per-sample summaries and finish reasons."""
+TERMINAL_COLORS = ("auto", "always", "never")
+
+
+def _tokenizer_for(records: list, model: str | None):
+    """The tokenizer that turns trace ids into text, or (None, why not)."""
+    from tts_cli.models import ModelNotFound, load_tokenizer
+
+    if not any(isinstance(s, dict) and "trace" in s for r in records for s in (r.get("samples") or [])):
+        return None, None
+    name = model or next((r["run"]["model"] for r in records if isinstance(r.get("run"), dict)
+                          and r["run"].get("model")), "smollm2-135m")
+    try:
+        return load_tokenizer(name), None
+    except ModelNotFound as e:
+        return None, f"{e}: token ids cannot be turned into text, so texts are shown unshaded (pass --model)"
+
+
+def write_html(file: str, out: str, ids, limit: int, wrong_only: bool, aggregate: str | None, color: str,
+               model: str | None, window: int | None, extract: str) -> None:
+    """`tts show --html`: select records, render the report (strategies/inspection/html.py), write it."""
+    import os
+
+    from strategies.inspection.html import COLORS, render_report, select_records
     from tts_cli.io import iter_objects
 
-    use_color = color is Color.always or (color is Color.auto and sys.stdout.isatty())
+    if color not in COLORS:
+        raise InputError(f"--color {color!r}: with --html choose from {', '.join(COLORS)}")
+    extract = checked_extract(extract)
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        raise InputError(f"--html {out}: no such folder {folder}")
+    sel = select_records((obj for _, obj in iter_objects(file)), ids, limit, wrong_only, aggregate)
+    notes = []
+    if wrong_only and sel.undecidable:
+        notes.append(f"--wrong-only: {sel.undecidable} record(s) have no gold answer or no "
+                     f"{aggregate or 'aggregate'} entry and are left out")
+    if not sel.records:
+        why = (" with a wrong aggregate" if wrong_only else "") + (f" and id {' or '.join(ids)}" if ids else "")
+        raise InputError(f"no record{why} in {file}" + (f" ({notes[0]})" if notes else ""))
+    if sel.matched > len(sel.records):
+        notes.append(f"showing {len(sel.records)} of {sel.matched} records (--limit {limit}; --limit 0 for all)")
+    tokenizer, why = _tokenizer_for(sel.records, model)
+    if why:
+        notes.append(why)
+    for n in notes:
+        print(f"tts: note: {n}", file=sys.stderr)
+    source = "stdin" if file in (None, "-") else os.path.basename(file)
+    try:
+        page = render_report(sel.records, tokenizer, color=color, window=window, extract=extract,
+                             title=f"tts trace report: {source}", notes=notes)
+    except ValueError as e:  # a malformed record (PoolError names what is wrong)
+        raise InputError(f"{file}: {e}") from None
+    with open(out, "w", encoding="utf-8") as fh:
+        fh.write(page)
+    size = os.path.getsize(out)
+    print(f"tts: wrote {out} ({len(sel.records)} record(s), {size / 1e6:.2f} MB)", file=sys.stderr)
+
+
+def show(
+    file: str = typer.Argument("-", help="JSONL written by tts generate (or aggregate), or - for stdin."),
+    id: Optional[List[str]] = typer.Option(None, "--id", help="Record id to show (repeatable with --html; "
+                                                              "default: the first record, with --html all)."),
+    sample: Optional[int] = typer.Option(None, "--sample", "-s",
+                                         help="Only this sample index (default: all; not with --html)."),
+    threshold: float = typer.Option(0.3, "--threshold", min=1e-9, max=1.0,
+                                    help="With a trace: highlight tokens whose probability is below this "
+                                         "(not with --html)."),
+    color: Optional[str] = typer.Option(None, "--color",
+                                        help="Terminal: auto | always | never (default auto: only on a terminal). "
+                                             "With --html, the signal that shades tokens: confidence | entropy | "
+                                             "self-certainty | logprob (default confidence)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m",
+                                        help="Tokenizer for rendering traces (default: the record's run.model)."),
+    html: Optional[str] = typer.Option(None, "--html",
+                                       help="Write a self-contained HTML trace report here instead of printing."),
+    limit: int = typer.Option(20, "--limit", min=0, help="With --html: at most this many records (0 = all)."),
+    wrong_only: bool = typer.Option(False, "--wrong-only",
+                                    help="With --html: only records whose --aggregate answer is wrong."),
+    aggregate: Optional[str] = typer.Option(None, "--aggregate",
+                                            help="With --wrong-only: the aggregate label to judge "
+                                                 "(default: each record's first)."),
+    window: Optional[int] = typer.Option(None, "--window", min=1,
+                                         help="With --html: DeepConf window whose lowest-confidence stretch is "
+                                              "outlined (default: a recorded deepconf aggregate's, else 2048)."),
+    extract: str = typer.Option("auto", "--extract", help="With --html: " + EXTRACT_HELP),
+) -> None:
+    """Print one record's samples: text (low-confidence tokens highlighted with --trace output),
+    per-sample summaries and finish reasons. --html writes a report of many records instead."""
+    from tts_cli.io import iter_objects
+
+    if html is not None:
+        return write_html(file, html, id, limit, wrong_only, aggregate, color or "confidence", model, window, extract)
+    if color is None:
+        color = "auto"
+    if color not in TERMINAL_COLORS:
+        raise InputError(f"--color {color!r}: choose from {', '.join(TERMINAL_COLORS)} "
+                         "(signal names such as confidence go with --html)")
+    use_color = color == "always" or (color == "auto" and sys.stdout.isatty())
     record = None
     for _, obj in iter_objects(file):
-        if id is None or str(obj.get("id")) == id:
+        if not id or str(obj.get("id")) in id:
             record = obj
             break
     if record is None:
-        raise InputError(f"no record with id {id!r} in {file}")
+        raise InputError(f"no record with id {' or '.join(id)!r} in {file}" if id else f"no record in {file}")
     samples = record.get("samples") or []
     if sample is not None:
         samples = [s for s in samples if s.get("i") == sample]
