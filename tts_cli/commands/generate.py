@@ -10,6 +10,7 @@ import typer
 from strategies.generators.params import ANSWER as SOFT_ANSWER
 from strategies.generators.params import THINKING as SOFT_THINKING
 from strategies.generators.params import DiscreteParams, SoftParams
+from tts_cli.commands import _prune_opts as P
 from tts_cli.io import InputError
 
 DISCRETE = DiscreteParams()
@@ -93,6 +94,14 @@ def generate(
                                  "See docs/performance.md."),
     cuda_graphs: bool = typer.Option(True, "--cuda-graphs/--no-cuda-graphs",
                                      help="On CUDA, capture each decode step shape once and replay it."),
+    # --- pruning -----------------------------------------------------------------------
+    prune: Optional[str] = P.opt(None, "--prune", help="Stop samples mid-flight: deepprune (redundant traces) | "
+                                 "deepconf (low-confidence traces). Default: none."),
+    judge: str = P.JUDGE, prefix: str = P.PREFIX, reasoning_words: Optional[str] = P.REASONING_WORDS,
+    k1: int = P.K1, tau: float = P.TAU, max_clusters: int = P.MAX_CLUSTERS, k2: int = P.K2,
+    survivors: str = P.SURVIVORS, ngram: int = P.NGRAM, judge_model: Optional[str] = P.JUDGE_MODEL,
+    judge_labels: str = P.JUDGE_LABELS, warmup: int = P.WARMUP, keep: float = P.KEEP, window: int = P.WINDOW,
+    consensus: Optional[float] = P.CONSENSUS,
     # --- soft thinking -----------------------------------------------------------------
     max_topk: int = typer.Option(SoftParams.max_topk, "--max-topk", min=1, rich_help_panel=SOFT, help="K: concept-token width."),
     noise: Noise = typer.Option(Noise.none, "--noise", rich_help_panel=SOFT, help="Randomness on the top-K weights."),
@@ -122,6 +131,12 @@ def generate(
     from tts_cli.models import ModelNotFound, load
 
     shard_spec = parse_shard(shard)
+    prune_settings = None
+    if prune is not None:
+        prune_settings = P.settings(prune, judge=judge, prefix=prefix, reasoning_words=reasoning_words, k1=k1,
+                                    tau=tau, max_clusters=max_clusters, k2=k2, survivors=survivors, ngram=ngram,
+                                    judge_model=judge_model, judge_labels=judge_labels, warmup=warmup, keep=keep,
+                                    window=window, consensus=consensus, seed=seed)
     # Each mode has its own defaults: plain sampling for discrete, the paper's settings for soft.
     base = DISCRETE if mode is Mode.discrete else SOFT_THINKING
     sampling = DiscreteParams(temperature=base.temperature if temperature is None else temperature,
@@ -161,7 +176,8 @@ def generate(
     except ModelNotFound as e:
         raise InputError(str(e)) from None
     opts.batch_size = batch_size or default_batch_size(loaded.model.device)
+    ctl = P.controller(prune_settings, loaded) if prune_settings is not None else None
     with progress_bar(quiet) as bar, JsonlWriter(output, append=resume) as out:
-        for k, record in enumerate(run(selected(), loaded, generator, opts, progress=bar), start=1):
+        for k, record in enumerate(run(selected(), loaded, generator, opts, progress=bar, controller=ctl), start=1):
             out.write(record)
             bar.set_postfix_str(f"{k} prompts done", refresh=False)
