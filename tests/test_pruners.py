@@ -344,3 +344,34 @@ def test_cli_generate_prune_and_replay(tmp_path):
     assert bad.code == 2 and "--trace" in bad.stderr
     auc = tts("prune", tmp_path / "full.jsonl", "--judge-auroc", "--judge", "ngram", "--prefix", "tokens:4")
     assert auc.code == 0 and auc.records()[0]["judge"] == "ngram"
+
+
+# ----- model judges ---------------------------------------------------------------------------
+
+def test_embedding_judge_loads_offline_and_ranks_paraphrases_above_unrelated_text():
+    from strategies.pruners.judges import make_judge
+
+    j = make_judge(PruneSettings(judge="embedding"))
+    a = "First, 3 apples plus 4 apples make 7 apples."
+    s = j.score([(a, a), (a, "First, 4 apples and 3 apples give 7 apples."),
+                 (a, "The weather in Paris was rainy all week.")])
+    assert s[0] == pytest.approx(1.0, abs=1e-5)
+    assert s[1] > s[2] and 0 <= s[2] <= 1
+
+
+def test_llm_judge_is_p_yes_over_yes_and_no_computed_unpadded(tiny):
+    import torch
+
+    from strategies.pruners.judges.llm import LLMJudge
+    from tts_cli.models import Loaded
+
+    model, tok = tiny
+    j = LLMJudge(PruneSettings(judge="llm"), Loaded(model, tok, "tiny", "-", None))
+    pairs = [("so 3 and 4", "so 7"), ("a much longer first prefix, thus", "b")]
+    got = j.score(pairs)
+    for (a, b), g in zip(pairs, got):
+        ids = torch.tensor([j.prompt(a, b)])
+        with torch.no_grad():
+            p = torch.softmax(model(ids).logits[0, -1].double(), -1)
+        yes, no = p[j.yes].sum(), p[j.no].sum()
+        assert g == pytest.approx(float(yes / (yes + no)), abs=1e-4)
