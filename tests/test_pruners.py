@@ -375,3 +375,32 @@ def test_llm_judge_is_p_yes_over_yes_and_no_computed_unpadded(tiny):
             p = torch.softmax(model(ids).logits[0, -1].double(), -1)
         yes, no = p[j.yes].sum(), p[j.no].sum()
         assert g == pytest.approx(float(yes / (yes + no)), abs=1e-4)
+
+
+def test_classifier_judge_scores_pairs_like_an_unbatched_forward(tmp_path):
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from strategies.pruners.judges import make_judge
+    from tts_cli.tiny import byte_tokenizer
+
+    tok = byte_tokenizer()
+    config = AutoConfig.for_model("llama", vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                  num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                  num_labels=2, id2label={0: "different", 1: "same"},
+                                  label2id={"different": 0, "same": 1}, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(config).eval()
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    pairs = [("so 3 and 4", "so 7"), ("thus a longer one here", "b")]
+    for labels, col in (("same", 1), ("0", 0)):
+        j = make_judge(PruneSettings(judge="classifier", judge_model=str(tmp_path), judge_labels=labels))
+        got = j.score(pairs)
+        for (a, b), g in zip(pairs, got):
+            enc = tok(a, b, return_tensors="pt")
+            with torch.no_grad():
+                p = torch.softmax(model(**enc).logits[0].double(), -1)
+            assert g == pytest.approx(float(p[col]), abs=1e-4)
+    with pytest.raises(ValueError, match="--judge-labels"):
+        make_judge(PruneSettings(judge="classifier", judge_model=str(tmp_path), judge_labels="maybe"))
