@@ -38,4 +38,13 @@ class Controller:
         """A row finished (any reason, including a stop this controller asked for)."""
 
     def run_fields(self) -> dict:
+        """The controller's settings, for the output record's `run` object."""
+        return {}
+
+    def sample_fields(self, row: Row) -> dict:
+        """Extra per-sample output fields (e.g. a DeepPrune cluster)."""
+        return {}
+
+    def record_fields(self, req: Request) -> dict:
+        """Extra per-record output fields, read once the request is done (it may forget it then)."""
         return {}

@@ -7,7 +7,11 @@ from strategies.backend import SIGNALS as TOKEN_SIGNALS
 ROUND = 4
 # Per-sample summaries that `tts generate` writes and aggregators read.
 SAMPLE_SIGNALS = ("mean_logprob", "logprob", "self_certainty", "confidence", "n_tokens")
-__all__ = ["ROUND", "SAMPLE_SIGNALS", "TOKEN_SIGNALS", "sample_record"]
+# How a pruner stops a sample mid-flight (its `finish`). Aggregators ignore such samples by
+# default; evaluation still counts their tokens.
+PRUNED, LOW_CONFIDENCE, CONSENSUS = "pruned", "low-confidence", "consensus"
+STOPPED = (PRUNED, LOW_CONFIDENCE, CONSENSUS)
+__all__ = ["ROUND", "SAMPLE_SIGNALS", "STOPPED", "TOKEN_SIGNALS", "sample_record"]
 
 
 def _r(x: float) -> float:

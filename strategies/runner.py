@@ -195,6 +195,10 @@ def generate(items: Iterable, loaded, generator, opts: GenerateOptions, progress
         else:
             out["samples"] = [sample_record(backend.text_of(row), row, generator, opts.trace)
                               for row in req.rows if row.finish != SKIPPED]
+            if controller is not None:
+                for s, row in zip(out["samples"], [r for r in req.rows if r.finish != SKIPPED]):
+                    s.update(controller.sample_fields(row))
+                out.update(controller.record_fields(req))
             skipped = sum(row.finish == SKIPPED for row in req.rows)
             if skipped:
                 out["skipped"] = skipped

@@ -17,6 +17,7 @@ from strategies.aggregators.base import Aggregator, Batch, PoolError, decide
 from verifiers import AnswerGroups, extract_answer, group_answers, normalize_answer
 
 from strategies.records import SAMPLE_SIGNALS as SIGNALS
+from strategies.records import STOPPED
 
 
 # --- method specs ---------------------------------------------------------------------------
@@ -75,9 +76,10 @@ class Pool:
     index: list                       # per-sample `i` (what `used` reports)
     fields: dict[str, np.ndarray]     # per-sample signals (N,), NaN where absent
     text: np.ndarray                  # (N,) text ids, equal for identical texts
-    samples: list                     # the record's samples (methods may derive more signals)
+    samples: list                     # the record's samples that vote (methods may derive more signals)
     position: int | None = None       # the record's position in its stream (for errors)
     prepared: set = field(default_factory=set)
+    stopped_tokens: float = 0.0       # tokens of samples a pruner stopped (they do not vote)
 
     @property
     def size(self) -> int:
@@ -85,8 +87,8 @@ class Pool:
 
     @property
     def n_tokens(self) -> float:
-        """Tokens generated for the problem."""
-        return float(np.nansum(self.fields["n_tokens"]))
+        """Tokens generated for the problem, those of pruned samples included."""
+        return float(np.nansum(self.fields["n_tokens"])) + self.stopped_tokens
 
 
 # What `truncated` may be: how samples cut off by the token limit (finish == "length") count.
@@ -157,25 +159,37 @@ def prepare(pools: Iterable[Pool], methods: Iterable[Aggregator]) -> None:
 
 
 def build_pool(samples: list, methods: Iterable[Aggregator] = (), extract: str = "auto",
-               position: int | None = None, truncated: str = "extract") -> Pool:
+               position: int | None = None, truncated: str = "extract", include_stopped: bool = False) -> Pool:
     """A Pool from a record's `samples`; raises PoolError naming what a method lacks.
 
     truncated: "extract" (samples cut off by the token limit give an answer like any other, e.g.
-    from the last-number fallback) or "ignore" (they have no answer: no vote, not correct)."""
+    from the last-number fallback) or "ignore" (they have no answer: no vote, not correct).
+    Samples a pruner stopped (`finish` in records.STOPPED) are left out unless `include_stopped`;
+    their tokens still count in `n_tokens`. A survivor's `cluster_size` (DeepPrune with
+    representatives) becomes its `votes` weight, which majority honours.
+    """
     if truncated not in TRUNCATED:
         raise ValueError(f"truncated={truncated!r}: choose from {', '.join(TRUNCATED)}")
     if not isinstance(samples, list) or not all(isinstance(s, dict) for s in samples):
         e = PoolError("`samples` must be a list of objects")
         e.position = position
         raise e
+    stopped_tokens = 0.0
+    if not include_stopped:
+        stopped = [s for s in samples if s.get("finish") in STOPPED]
+        if stopped:
+            stopped_tokens = float(sum(s.get("n_tokens") or 0 for s in stopped))
+            samples = [s for s in samples if s.get("finish") not in STOPPED]
     try:
         preds = [_pred(s, extract, truncated) for s in samples]
         fields = {name: np.array([_signal(s, name) for s in samples], dtype=np.float64) for name in SIGNALS}
     except PoolError as e:
         e.position = position
         raise
+    fields["votes"] = np.array([float(s.get("cluster_size") or 1) for s in samples], dtype=np.float64)
     index = [s.get("i", j) for j, s in enumerate(samples)]
-    pool = Pool(group_answers(preds), preds, index, fields, _text_ids(samples), samples, position)
+    pool = Pool(group_answers(preds), preds, index, fields, _text_ids(samples), samples, position,
+                stopped_tokens=stopped_tokens)
     prepare([pool], methods)
     return pool
 
@@ -252,7 +266,7 @@ def _aggregate_chunk(records, start, methods, extract, jobs, truncated="extract"
     pools = [build_pool(r["samples"], [m for _, m in methods], extract, start + j, truncated) for j, r in todo]
     results = aggregate_pools(pools, methods, jobs) if pools else []
     for (j, rec), pool, aggs in zip(todo, pools, results):
-        for s, pred in zip(rec["samples"], pool.preds):
+        for s, pred in zip(pool.samples, pool.preds):  # stopped samples get no pred
             if truncated == "ignore" and cut_off(s):
                 s["pred"] = None
             s.setdefault("pred", pred)

@@ -1,5 +1,10 @@
-"""Majority vote (self-consistency): the most frequent answer wins."""
+"""Majority vote (self-consistency): the most frequent answer wins.
+
+A sample's vote is its `votes` field: 1, or the size of the cluster it represents when DeepPrune
+finished one trace per cluster (`--survivors representatives`)."""
 from __future__ import annotations
+
+import numpy as np
 
 from strategies.aggregators import register
 from strategies.aggregators.base import Aggregator, Batch, class_sum
@@ -11,4 +16,6 @@ class Majority(Aggregator):
     summary = "most frequent answer (self-consistency)"
 
     def score(self, b: Batch):
-        return class_sum(b.cls, 1.0, b.n_classes), b.votes
+        votes = b.fields.get("votes")
+        weight = 1.0 if votes is None else np.nan_to_num(votes, nan=1.0)
+        return class_sum(b.cls, weight, b.n_classes), b.votes

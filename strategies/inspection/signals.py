@@ -149,7 +149,8 @@ def group_record(record: dict, extract: str = "auto") -> Grouped:
     from strategies.aggregators.api import build_pool
     from verifiers import equivalent, normalize_gold
 
-    pool = build_pool(record.get("samples") or [], extract=extract)
+    # every sample, stopped ones included: callers index the answers by sample position
+    pool = build_pool(record.get("samples") or [], extract=extract, include_stopped=True)
     gold = normalize_gold(record.get("answer"))
     correct = [gold is not None and equivalent(rep, gold) for rep in pool.groups.reps]
     return Grouped(gold, pool.preds, pool.groups.ids, list(pool.groups.reps), correct)

@@ -10,6 +10,7 @@ import typer
 from strategies.generators.params import ANSWER as SOFT_ANSWER
 from strategies.generators.params import THINKING as SOFT_THINKING
 from strategies.generators.params import DiscreteParams, SoftParams
+from tts_cli.commands import _prune_opts as P
 from tts_cli.io import InputError
 
 DISCRETE = DiscreteParams()
@@ -50,13 +51,6 @@ def parse_shard(shard: str | None) -> tuple[int, int] | None:
     if n < 1 or not 0 <= i < n:
         raise InputError(f"--shard {shard!r}: need 0 <= i < n")
     return i, n
-
-
-def progress_bar(quiet: bool, unit: str = "tok"):
-    from tqdm import tqdm
-
-    disable = quiet or not sys.stderr.isatty()
-    return tqdm(unit=unit, file=sys.stderr, disable=disable, dynamic_ncols=True, smoothing=0.1)
 
 
 def generate(
@@ -117,6 +111,14 @@ def generate(
                                      help="Per token, the K most likely ids and their raw log-probabilities in "
                                      "trace.top_logprobs; turns the trace on (0 = off)."),
     force: bool = typer.Option(False, "--force", help="With --resume: append even if the file was made with other settings."),
+    # --- pruning -----------------------------------------------------------------------
+    prune: Optional[str] = P.opt(None, "--prune", help="Stop samples mid-flight: deepprune (redundant traces) | "
+                                 "deepconf (low-confidence traces). Default: none."),
+    judge: str = P.JUDGE, prefix: str = P.PREFIX, reasoning_words: Optional[str] = P.REASONING_WORDS,
+    k1: int = P.K1, tau: float = P.TAU, max_clusters: int = P.MAX_CLUSTERS, k2: int = P.K2,
+    survivors: str = P.SURVIVORS, ngram: int = P.NGRAM, judge_model: Optional[str] = P.JUDGE_MODEL,
+    judge_labels: str = P.JUDGE_LABELS, warmup: int = P.WARMUP, keep: float = P.KEEP, window: int = P.WINDOW,
+    consensus: Optional[float] = P.CONSENSUS,
     # --- soft thinking -----------------------------------------------------------------
     max_topk: int = typer.Option(SoftParams.max_topk, "--max-topk", min=1, rich_help_panel=SOFT, help="K: concept-token width."),
     noise: Noise = typer.Option(Noise.none, "--noise", rich_help_panel=SOFT, help="Randomness on the top-K weights."),
@@ -153,6 +155,12 @@ def generate(
     from tts_cli.models import ModelNotFound, load, load_tokenizer
 
     shard_spec = parse_shard(shard)
+    prune_settings = None
+    if prune is not None:
+        prune_settings = P.settings(prune, judge=judge, prefix=prefix, reasoning_words=reasoning_words, k1=k1,
+                                    tau=tau, max_clusters=max_clusters, k2=k2, survivors=survivors, ngram=ngram,
+                                    judge_model=judge_model, judge_labels=judge_labels, warmup=warmup, keep=keep,
+                                    window=window, consensus=consensus, seed=seed)
     # Each mode has its own defaults: plain sampling for discrete, the paper's settings for soft.
     base = DISCRETE if mode is Mode.discrete else SOFT_THINKING
     sampling = DiscreteParams(temperature=base.temperature if temperature is None else temperature,
@@ -218,13 +226,14 @@ def generate(
         resuming.check(output, run_info(loaded, generator, opts))
     if mode is Mode.soft:
         advice.soft_mode(loaded.tokenizer, generator.p, samples)
+    ctl = P.controller(prune_settings, loaded) if prune_settings is not None else None
     total = progress.selected_total(progress.count_records(input), shard_spec, len(done), limit)
     bar = progress.Progress(total, quiet).begin(model=model, device=loaded.model.device,
                                                 dtype=str(loaded.model.dtype).removeprefix("torch."), samples=samples)
     finished = False
     try:
         with JsonlWriter(output, append=resume) as out:
-            for record in run(selected(), loaded, generator, opts, progress=bar):
+            for record in run(selected(), loaded, generator, opts, progress=bar, controller=ctl):
                 out.write(record)
                 bar.record_done()
         finished = True

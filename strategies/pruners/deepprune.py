@@ -1,0 +1,135 @@
+"""DeepPrune online (methods.md §4): once every row of a prompt has reached its prefix (or
+finished), cluster the prefixes greedily with a judge and stop the rows that will not finish.
+
+While a prompt waits for its slowest row to reach the prefix, its faster rows keep decoding
+(the seam has no pause); with all of a prompt's rows in the batch together that wait is short.
+Non-survivors that had already finished by then are marked `pruned` as well, so that the vote
+is over the survivors only whatever the timing.
+"""
+from __future__ import annotations
+
+import time
+
+from strategies.control import Controller
+from strategies.pruners import register
+from strategies.pruners.clustering import greedy_clusters, survivors
+from strategies.records import PRUNED
+from strategies.rng import row_rng
+
+
+class _Prompt:
+    def __init__(self, req):
+        self.req = req
+        self.prefix: dict[int, str] = {}   # sample index -> prefix text, frozen when reached
+        self.clusters: list[list[int]] | None = None
+        self.cluster_of: dict[int, int] = {}
+        self.keep: set[int] = set()
+        self.judge_s = 0.0
+
+
+@register
+class DeepPrune(Controller):
+    name = "deepprune"
+
+    def __init__(self, judge, settings):
+        self.judge = judge
+        self.s = settings
+        self.prompts: dict[int, _Prompt] = {}   # prompts still decoding
+        self.done: dict[int, _Prompt] = {}      # finished, until their record is written
+
+    @classmethod
+    def from_settings(cls, settings, loaded=None):
+        from strategies.pruners.judges import make_judge
+
+        return cls(make_judge(settings, loaded), settings)
+
+    def run_fields(self) -> dict:
+        return self.s.run_fields()
+
+    def begin(self, req):
+        self.prompts[id(req)] = _Prompt(req)
+
+    def _prefix(self, row, done: bool) -> str | None:
+        p = self.s.prefix
+        if p.kind == "tokens":
+            if len(row.ids) >= p.k or done:
+                return self.text(row)  # a row grows one token a step, so this is its first K
+            return None
+        text = self.text(row)
+        cut = p.cut(text)
+        return cut if cut is not None else (text if done else None)
+
+    def step(self, rows):
+        stops, touched = [], {}
+        for r in rows:
+            st = self.prompts.get(id(r.req))
+            if st is None:
+                continue
+            if st.clusters is None:
+                if r.i not in st.prefix:
+                    got = self._prefix(r, False)
+                    if got is not None:
+                        st.prefix[r.i] = got
+                touched[id(r.req)] = st
+            elif r.i not in st.keep:  # clustered when an earlier row finished: stop it now
+                stops.append((r, PRUNED))
+        for st in touched.values():
+            if self._ready(st):
+                self._cluster(st)
+                stops += [(r, PRUNED) for r in st.req.rows if r.finish is None and r.started and r.i not in st.keep
+                          and any(r is x for x in rows)]
+        return stops
+
+    def finished(self, row):
+        st = self.prompts.get(id(row.req))
+        if st is None:
+            return
+        if st.clusters is None:
+            if row.i not in st.prefix:
+                st.prefix[row.i] = self._prefix(row, True)
+            if self._ready(st):
+                self._cluster(st)  # still-running non-survivors stop at their next step
+        elif row.i not in st.keep:
+            row.finish = PRUNED
+        if all(r.finish for r in st.req.rows):
+            self.done[id(row.req)] = self.prompts.pop(id(row.req))
+
+    @staticmethod
+    def _ready(st: _Prompt) -> bool:
+        return len(st.prefix) == st.req.n
+
+    def _cluster(self, st: _Prompt) -> None:
+        order = sorted(st.prefix)
+        texts = [st.prefix[i] for i in order]
+        t0 = time.perf_counter()
+        clusters = greedy_clusters(
+            len(order), lambda pairs: self.judge.score([(texts[a], texts[b]) for a, b in pairs]),
+            k1=self.s.k1, tau=self.s.tau, max_clusters=self.s.max_clusters,
+            rng=row_rng(self.s.seed, st.req.key, -1))  # per prompt, independent of the batch
+        st.judge_s += time.perf_counter() - t0
+        st.clusters = [[order[j] for j in c] for c in clusters]
+        st.cluster_of = {i: c for c, members in enumerate(st.clusters) for i in members}
+        st.keep = {order[j] for j in survivors(clusters, self.s.survivors, self.s.k2)}
+        for r in st.req.rows:
+            if r.finish is not None and r.i not in st.keep:
+                r.finish = PRUNED  # finished before the clustering, but not a survivor
+
+    def _state(self, req) -> _Prompt | None:
+        return self.prompts.get(id(req)) or self.done.get(id(req))
+
+    def sample_fields(self, row) -> dict:
+        st = self._state(row.req)
+        if st is None or st.clusters is None:
+            return {}
+        c = st.cluster_of[row.i]
+        out = {"cluster": c}
+        if row.i in st.keep:
+            out["cluster_size"] = len(st.clusters[c])
+        return out
+
+    def record_fields(self, req) -> dict:
+        st = self.done.pop(id(req), None) or self.prompts.pop(id(req), None)
+        if st is None or st.clusters is None:
+            return {}
+        return {"prune": {"clusters": len(st.clusters), "survivors": sorted(st.keep),
+                          "judge_s": round(st.judge_s, 4)}}
