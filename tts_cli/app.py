@@ -54,6 +54,16 @@ def _register() -> None:
 _register()
 
 
+def _register_groups() -> None:
+    # command groups (`tts softcot train`) are typer sub-apps
+    from tts_cli.commands.softcot import softcot_app
+
+    app.add_typer(softcot_app, name="softcot")
+
+
+_register_groups()
+
+
 def main() -> None:
     try:
         app()
