@@ -227,3 +227,12 @@ def test_cli_bad_input_is_one_line_before_model_work(tmp_path):
     assert res.code == 2 and "not a safetensors" in res.stderr
     res = _cli("--assistant", "tiny-random:qwen3")
     assert res.code == 2 and "identity projection needs assistant = base" in res.stderr
+
+
+def test_bench_softcot_json_times_the_same_work_on_both_sides():
+    res = tts("bench", "--model", "tiny-random", "--mode", "softcot", "--json")
+    assert res.code == 0, res.stderr
+    (out,) = res.records()
+    assert out["workload"] == "softcot" and out["softcot_tokens"] == out["discrete_tokens"] == 32 * 128
+    assert out["chains"] == 4 and out["projection"] == "identity-untrained"
+    assert out["ratio"] == pytest.approx(out["softcot_tok_s"] / out["discrete_tok_s"], rel=1e-2)

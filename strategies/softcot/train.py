@@ -40,7 +40,7 @@ class Example:
 @dataclass
 class TrainOptions:
     epochs: int = 1
-    lr: float = 1e-3
+    lr: float = 1e-4
     batch_size: int = 4
     thoughts: int = 4
     chains: int = 4                 # N perturbed thought sets per question (contrastive term)

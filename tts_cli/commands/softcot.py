@@ -19,7 +19,7 @@ def train(
     model: str = typer.Option("smollm2-135m", "--model", "-m", help="Base model (frozen)."),
     assistant: Optional[str] = typer.Option(None, "--assistant", help="Assistant model (frozen) [default: the base]."),
     epochs: int = typer.Option(1, "--epochs", min=1, help="Passes over the data; a checkpoint after each."),
-    lr: float = typer.Option(1e-3, "--lr", min=0.0, help="AdamW learning rate."),
+    lr: float = typer.Option(1e-4, "--lr", min=0.0, help="AdamW learning rate."),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Examples per step."),
     thoughts: int = typer.Option(4, "--thoughts", help="Soft thoughts per question (use the count you generate with)."),
     chains: int = typer.Option(4, "--chains", min=1, help="Perturbed thought sets per question (N of the contrastive term)."),
