@@ -22,7 +22,8 @@ def sample_record(text: str, row, generator, trace: bool) -> dict:
     """One sample: its text, how it ended, token count, summary signals (and per-token arrays with trace)."""
     n = len(row.ids)
     lp = sum(row.logprob)
-    s = {"i": row.i, "text": text, "finish": row.finish, "n_tokens": n,
+    # the sample's index in its record (a record split over requests numbers on: sample_offset)
+    s = {"i": row.req.sample_offset + row.i, "text": text, "finish": row.finish, "n_tokens": n,
          "logprob": _r(lp), "mean_logprob": _r(lp / max(n, 1)),
          "entropy": _r(sum(row.entropy) / max(n, 1)),
          "self_certainty": _r(sum(row.self_certainty) / max(n, 1)),

@@ -49,6 +49,7 @@ class Request:
     # positions in the prefill (SoftCoT's soft thoughts); none may be the last prompt token
     inject: tuple[torch.Tensor, torch.Tensor] | None = None
     sample_offset: int = 0  # the first row's sample index (a record split over several requests)
+    info: dict = field(default_factory=dict)  # the generator's per-request data (SoftCoT: its chain)
     rows: list[Row] = field(default_factory=list)
     prefix: list | None = None
     unplaced: int = 0

@@ -136,29 +136,35 @@ def run_info(loaded, generator, opts: GenerateOptions) -> dict:
     return info
 
 
-def _requests(records: Iterable[Record], loaded, opts: GenerateOptions):
+def _requests(records: Iterable[Record], loaded, opts: GenerateOptions, generator=None):
+    """One request per record, or, when the generator splits records (SoftCoT's chains), several
+    in a row; the payload (record, id, last) marks a record's last one so the runner can join them."""
     from strategies.engine import Request
 
     max_pos = max_positions(loaded.model.config)
     for rec in records:
         if rec.error:
-            yield Request(key=None, prompt_ids=[], n=opts.n, payload=(rec, None), error=_error(rec.error, opts))
+            yield Request(key=None, prompt_ids=[], n=opts.n, payload=(rec, None, True), error=_error(rec.error, opts))
             continue
         obj = rec.data
         rid = obj.get(opts.id_field)
         rid = rec.line if rid is None else rid
         try:
             ids = prompt_ids(obj, loaded.tokenizer, opts)
-            if len(ids) + 1 > max_pos:
-                raise ValueError(f"prompt is {len(ids)} tokens, longer than the model's context of {max_pos}")
-            too_long = window_error(loaded.model.config, len(ids), opts.max_new_tokens)
+            req = Request(key=rid, prompt_ids=ids, n=opts.n, payload=(rec, rid, False))
+            parts = [req] if generator is None else generator.requests(req, obj, loaded.tokenizer, opts)
+            longest = max(len(p.prompt_ids) for p in parts)
+            if longest + 1 > max_pos:
+                raise ValueError(f"prompt is {longest} tokens, longer than the model's context of {max_pos}")
+            too_long = window_error(loaded.model.config, longest, opts.max_new_tokens)
             if too_long:
                 raise ValueError(too_long)
         except ValueError as e:
-            yield Request(key=rid, prompt_ids=[], n=opts.n, payload=(rec, rid),
+            yield Request(key=rid, prompt_ids=[], n=opts.n, payload=(rec, rid, True),
                           error=_error(f"line {rec.line}: {e}", opts))
             continue
-        yield Request(key=rid, prompt_ids=ids, n=opts.n, payload=(rec, rid))
+        parts[-1].payload = (rec, rid, True)
+        yield from parts
 
 
 def _error(msg: str, opts: GenerateOptions) -> str:
@@ -182,8 +188,13 @@ def generate(items: Iterable, loaded, generator, opts: GenerateOptions, progress
     info = run_info(loaded, generator, opts)
     if controller is not None:
         info.update(controller.run_fields())
-    for req in backend.run(_requests(_as_records(items), loaded, opts)):
-        rec, rid = req.payload
+    rows: list = []   # the rows of the record's requests so far (one request unless split)
+    for req in backend.run(_requests(_as_records(items), loaded, opts, generator)):
+        rec, rid, last = req.payload
+        rows.extend(req.rows)
+        if not last:
+            continue
+        rows, record_rows = [], rows
         if isinstance(req.error, _Fatal):
             raise InputError(str(req.error) + " (use --on-error skip to write it with an error field)")
         out: dict[str, Any] = dict(rec.data) if rec.data is not None else {"line": rec.line}
@@ -194,12 +205,12 @@ def generate(items: Iterable, loaded, generator, opts: GenerateOptions, progress
             out["error"] = str(req.error)
         else:
             out["samples"] = [sample_record(backend.text_of(row), row, generator, opts.trace)
-                              for row in req.rows if row.finish != SKIPPED]
+                              for row in record_rows if row.finish != SKIPPED]
             if controller is not None:
-                for s, row in zip(out["samples"], [r for r in req.rows if r.finish != SKIPPED]):
+                for s, row in zip(out["samples"], [r for r in record_rows if r.finish != SKIPPED]):
                     s.update(controller.sample_fields(row))
                 out.update(controller.record_fields(req))
-            skipped = sum(row.finish == SKIPPED for row in req.rows)
+            skipped = sum(row.finish == SKIPPED for row in record_rows)
             if skipped:
                 out["skipped"] = skipped
         yield out

@@ -29,6 +29,9 @@ try:  # typer >= 0.2x carries its own copy of click; older versions use click it
     from typer._click import exceptions as _cx
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click import exceptions as _cx
+# typer's own click copy has no Abort (Ctrl-C arrives as KeyboardInterrupt); an attribute lookup
+# inside the except clause would turn any other error into an AttributeError
+_ABORT = getattr(_cx, "Abort", EOFError)
 
 
 class Interrupted(Exception):
@@ -155,7 +158,7 @@ class _Tts(TyperGroup):
         except _cx.ClickException as e:
             print(f"tts: error: {' '.join(e.format_message().split())}", file=sys.stderr)
             sys.exit(e.exit_code)
-        except (_cx.Abort, EOFError):
+        except (_ABORT, EOFError):
             print("tts: aborted", file=sys.stderr)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
@@ -239,6 +242,16 @@ def _register() -> None:
 
 
 _register()
+
+
+def _register_groups() -> None:
+    # command groups (`tts softcot train`) are typer sub-apps
+    from tts_cli.commands.softcot import softcot_app
+
+    app.add_typer(softcot_app, name="softcot")
+
+
+_register_groups()
 
 
 def main() -> None:

@@ -189,3 +189,42 @@ def _report(loaded, workload: str, timings: dict[str, Timing], num: str, den: st
     out["peak_fraction"] = round(timings[num].tok_s * 2 * params / (peak * 1e9), 4)
     out.update(extra)
     return out
+
+
+def bench_softcot(loaded, rows: int = 32, per_chain: int = 8, max_new: int = 128, batch_size: int = 64) -> dict:
+    """SoftCoT vs discrete decoding on the same prompt, rows and sampling (T = 1, top-p = 1).
+
+    The softcot time includes everything a run pays for: the assistant's batched forward (here the
+    base model itself, identity projection), the projection, and one prefill per chain
+    (rows / per_chain chains, init-tokens perturbation)."""
+    from strategies.engine import Engine, Request
+    from strategies.generators.discrete import Discrete, DiscreteParams
+    from strategies.generators.params import SoftCoTParams
+    from strategies.generators.softcot import SoftCoT
+    from strategies.runner import GenerateOptions
+    from strategies.softcot.projection import Projection
+
+    prompt = gsm8k_prompts(1)[0]
+    sampling = DiscreteParams()
+    proj = Projection.identity(loaded.model.get_input_embeddings().weight.detach())
+    softcot = SoftCoT(SoftCoTParams(sampling=sampling, perturb="init-tokens", per_chain=per_chain),
+                      loaded.model, loaded.tokenizer, proj, assistant_name=loaded.name)
+    discrete = Discrete(sampling)
+
+    def timed(gen, n) -> Timing:
+        eng = Engine(loaded.model, loaded.tokenizer, gen, batch_size=batch_size, max_new_tokens=max_new,
+                     ignore_eos=True)
+        _sync(str(loaded.model.device))
+        t0 = time.perf_counter()
+        req = Request(key=0, prompt_ids=chat_ids(loaded.tokenizer, prompt), n=n)
+        reqs = gen.requests(req, {"prompt": prompt}, loaded.tokenizer, GenerateOptions(n=n))
+        for _ in eng.run(reqs):
+            pass
+        _sync(str(loaded.model.device))
+        return Timing(eng.tokens_generated, time.perf_counter() - t0)
+
+    timed(softcot, 2), timed(discrete, 2)   # warm-up
+    s, d = timed(softcot, rows), timed(discrete, rows)
+    return _report(loaded, "softcot", {"softcot": s, "discrete": d}, "softcot", "discrete",
+                   extra={"rows": rows, "per_chain": per_chain, "chains": -(-rows // per_chain),
+                          "max_new_tokens": max_new, "perturb": "init-tokens", "projection": "identity-untrained"})

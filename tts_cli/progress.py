@@ -106,3 +106,11 @@ class Progress:
             took = time.monotonic() - self.start
             self._line(f"tts: done: {self.records} records, {self.tokens} tokens in {_duration(took)} "
                        f"({self.rate():.1f} tok/s)")
+
+
+def progress_bar(quiet: bool, unit: str = "tok"):
+    """A plain tqdm bar on stderr, off when quiet or when stderr is not a terminal (training loops)."""
+    from tqdm import tqdm
+
+    disable = quiet or not sys.stderr.isatty()
+    return tqdm(unit=unit, file=sys.stderr, disable=disable, dynamic_ncols=True, smoothing=0.1)

@@ -8,6 +8,7 @@ import importlib
 REGISTRY: dict[str, str] = {
     "discrete": "strategies.generators.discrete:Discrete",
     "soft": "strategies.generators.soft:Soft",
+    "softcot": "strategies.generators.softcot:SoftCoT",
 }
 
 

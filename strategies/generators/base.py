@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from strategies.rows import Change, Choice, Row, Step
+from strategies.rows import Change, Choice, Request, Row, Step
 
 if TYPE_CHECKING:
     import torch
@@ -34,6 +34,12 @@ class Generator:
 
     def setup(self, text: Text) -> None:
         self.text = text
+
+    def requests(self, req: "Request", obj: dict, tokenizer, opts) -> list["Request"]:
+        """The requests one input record becomes (default: its own). A generator may split a record
+        (SoftCoT: one request per chain, with sample_offset set); the runner joins their rows back
+        into one output record. Raise ValueError for a record it cannot serve."""
+        return [req]
 
     def start(self, row: Row) -> None:
         """A new row: set up its state."""

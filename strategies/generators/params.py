@@ -42,3 +42,25 @@ class SoftParams:
             raise ValueError(f"noise must be one of {NOISES}")
         if self.dirichlet_on not in DIRICHLET_ON:
             raise ValueError(f"dirichlet_on must be one of {DIRICHLET_ON}")
+
+
+PERTURBS = ("none", "init-tokens", "gaussian")
+
+
+@dataclass
+class SoftCoTParams:
+    """SoftCoT / SoftCoT++ (--mode softcot): decoding is `sampling` after an injected prefill."""
+
+    sampling: DiscreteParams = field(default_factory=DiscreteParams)   # the paper's T = 1, top-p = 1
+    thoughts: int = 4            # placeholders (n = 4 at evaluation in the paper)
+    perturb: str = "none"        # none | init-tokens | gaussian
+    perturb_sigma: float = 0.05  # gaussian: std of the noise added to each projected coordinate
+    per_chain: int = 1           # samples per chain (SoftCoT++ with self-consistency)
+
+    def __post_init__(self):
+        if self.perturb not in PERTURBS:
+            raise ValueError(f"perturb must be one of {PERTURBS}")
+        if self.thoughts < 1:
+            raise ValueError("--thoughts must be at least 1")
+        if self.per_chain < 1:
+            raise ValueError("--per-chain must be at least 1")

@@ -17,6 +17,7 @@ class Workload(str, Enum):
 class BenchMode(str, Enum):
     discrete = "discrete"
     soft = "soft"
+    softcot = "softcot"
 
 
 def bench(
@@ -25,7 +26,8 @@ def bench(
                                       "realistic: 4 GSM8K prompts x 16 samples, up to 256 tokens, EOS honoured, T=0.7, "
                                       "against one generate(num_return_sequences=16) per prompt."),
     mode: BenchMode = typer.Option(BenchMode.discrete, "--mode",
-                                   help="discrete: against generate(); soft: soft vs discrete tokens/s at 32 rows."),
+                                   help="discrete: against generate(); soft: soft vs discrete tokens/s at 32 rows; "
+                                   "softcot: SoftCoT (4 chains x 8, assistant = base) vs discrete at 32 rows."),
     model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model to time (see tts generate --model)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Rows decoded together by our sampler."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N (auto: cuda when available)."),
@@ -37,14 +39,17 @@ def bench(
     """Measure tokens/s of our sampler against transformers' generate() (or soft vs discrete)."""
     import orjson
 
-    from tts_cli.benchmark import bench_soft, bench_vs_hf
+    from tts_cli.benchmark import bench_soft, bench_softcot, bench_vs_hf
     from tts_cli.models import ModelNotFound, load
 
     try:
         loaded = load(model, device, dtype)
     except ModelNotFound as e:
         raise InputError(str(e)) from None
-    if mode is BenchMode.soft:
+    if mode is BenchMode.softcot:
+        result = bench_softcot(loaded, batch_size=batch_size)
+        a, b = "softcot", "discrete"
+    elif mode is BenchMode.soft:
         result = bench_soft(loaded, batch_size=batch_size, compile=compile)
         a, b = "soft", "discrete"
     else:

@@ -9,7 +9,7 @@ import typer
 
 from strategies.generators.params import ANSWER as SOFT_ANSWER
 from strategies.generators.params import THINKING as SOFT_THINKING
-from strategies.generators.params import DiscreteParams, SoftParams
+from strategies.generators.params import DiscreteParams, SoftCoTParams, SoftParams
 from tts_cli.commands import _prune_opts as P
 from tts_cli.io import InputError
 
@@ -17,11 +17,19 @@ DISCRETE = DiscreteParams()
 SOFT = "Soft thinking (--mode soft)"
 PENALTIES = "Penalties (vLLM's meanings; they shape sampling, not the recorded signals)"
 ANSWER = "Soft thinking: answer phase"
+SOFTCOT = "SoftCoT (--mode softcot, docs/softcot.md)"
 
 
 class Mode(str, Enum):
     discrete = "discrete"
     soft = "soft"
+    softcot = "softcot"
+
+
+class Perturb(str, Enum):
+    none = "none"
+    init_tokens = "init-tokens"
+    gaussian = "gaussian"
 
 
 class DirichletOn(str, Enum):
@@ -144,6 +152,19 @@ def generate(
     answer_top_p: float = typer.Option(SOFT_ANSWER.top_p, "--answer-top-p", min=0.0, max=1.0, rich_help_panel=ANSWER, help="Answer-phase top-p."),
     answer_top_k: int = typer.Option(SOFT_ANSWER.top_k, "--answer-top-k", min=0, rich_help_panel=ANSWER, help="Answer-phase top-k."),
     answer_min_p: float = typer.Option(SOFT_ANSWER.min_p, "--answer-min-p", min=0.0, max=1.0, rich_help_panel=ANSWER, help="Answer-phase min-p."),
+    # --- SoftCoT -------------------------------------------------------------------------
+    assistant: Optional[str] = typer.Option(None, "--assistant", rich_help_panel=SOFTCOT,
+                                            help="Model that writes the soft thoughts [default: the base --model]."),
+    projection: Optional[str] = typer.Option(None, "--projection", rich_help_panel=SOFTCOT,
+                                             help="Projection checkpoint (ours or the reference's weight/bias file); "
+                                             "none: the untrained identity (assistant = base only; not SoftCoT)."),
+    thoughts: int = typer.Option(SoftCoTParams.thoughts, "--thoughts", rich_help_panel=SOFTCOT, help="Soft thought (placeholder) count."),
+    perturb: Perturb = typer.Option(Perturb.none, "--perturb", rich_help_panel=SOFTCOT,
+                                    help="Per-chain diversity: init-tokens (SoftCoT++), gaussian, or none."),
+    perturb_sigma: float = typer.Option(SoftCoTParams.perturb_sigma, "--perturb-sigma", min=0.0, rich_help_panel=SOFTCOT,
+                                        help="gaussian: noise std on each projected coordinate."),
+    per_chain: int = typer.Option(SoftCoTParams.per_chain, "--per-chain", rich_help_panel=SOFTCOT,
+                                  help="Samples per chain: -n traces come from ceil(n/M) chains."),
 ) -> None:
     """Sample N traces per prompt and write one JSONL record per input record (docs/format.md)."""
     from strategies.generators import generator_class
@@ -161,13 +182,20 @@ def generate(
                                     tau=tau, max_clusters=max_clusters, k2=k2, survivors=survivors, ngram=ngram,
                                     judge_model=judge_model, judge_labels=judge_labels, warmup=warmup, keep=keep,
                                     window=window, consensus=consensus, seed=seed)
-    # Each mode has its own defaults: plain sampling for discrete, the paper's settings for soft.
-    base = DISCRETE if mode is Mode.discrete else SOFT_THINKING
+    # Each mode has its own defaults: plain sampling for discrete and softcot (the SoftCoT papers'
+    # T = 1, top-p = 1), the paper's settings for soft.
+    base = SOFT_THINKING if mode is Mode.soft else DISCRETE
     sampling = DiscreteParams(temperature=base.temperature if temperature is None else temperature,
                               top_p=base.top_p if top_p is None else top_p,
                               top_k=base.top_k if top_k is None else top_k,
                               min_p=base.min_p if min_p is None else min_p)
-    if mode is Mode.discrete:
+    softcot_setup = None
+    if mode is Mode.softcot:
+        from tts_cli.softcot_setup import check_options
+
+        # every check that needs no model runs now: bad input fails before any model work
+        softcot_setup = check_options(sampling, thoughts, perturb.value, perturb_sigma, per_chain, projection)
+    if mode is not Mode.soft:
         generator = generator_class("discrete")(sampling)
     else:
         generator = generator_class("soft")(SoftParams(
@@ -219,6 +247,10 @@ def generate(
         loaded = load(model, device, dtype)
     except ModelNotFound as e:
         raise InputError(str(e)) from None
+    if softcot_setup is not None:
+        from tts_cli.softcot_setup import softcot_generator
+
+        generator = softcot_generator(softcot_setup, loaded, assistant, device, dtype)
     opts.batch_size = batch_size or default_batch_size(loaded.model, max_new_tokens)
     if resume and not force and done:
         from strategies.runner import run_info
