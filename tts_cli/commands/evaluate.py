@@ -46,7 +46,10 @@ def evaluate(
                                         help="Accuracy vs K: K1,K2,... or auto (powers of two up to N, and N). "
                                              "Default: no curve (auto when --plot is given)."),
     repeats: int = typer.Option(10, "--repeats", min=1, help="Random subsets per K."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the random subsets."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random subsets and of the bootstrap over problems."),
+    bootstrap: int = typer.Option(10000, "--bootstrap", min=0,
+                                  help="Bootstrap draws over problems for the 95% intervals and the paired comparison "
+                                       "with majority voting (0 = none)."),
     plot: Optional[str] = typer.Option(None, "--plot", help="Write the accuracy-vs-K figure here (PNG, PDF, SVG). Default: no figure."),
     method: Optional[List[str]] = typer.Option(None, "-m", "--method",
                                                help="Aggregate with these methods instead of reading the recorded "
@@ -71,7 +74,7 @@ def evaluate(
         raise InputError("no record has both `samples` and a gold `answer`")
     jobs = default_jobs(jobs)
     ks = parse_ks(curve)
-    result = summarize(problems, methods, ks=ks, jobs=jobs)
+    result = summarize(problems, methods, ks=ks, jobs=jobs, bootstrap=bootstrap, seed=seed)
     if not result["methods"] and not methods:
         print("tts: warning: no recorded `aggregates` common to all records; run `tts aggregate` or pass -m",
               file=sys.stderr)
@@ -79,7 +82,8 @@ def evaluate(
         chosen = _curve_methods(problems, methods)
         ks = ks or default_ks(result["samples"])
         with translate_pool_errors(input, lines):
-            result["curve"] = run_curve(problems, chosen, ks, repeats=repeats, seed=seed, jobs=jobs)
+            result["curve"] = run_curve(problems, chosen, ks, repeats=repeats, seed=seed, jobs=jobs,
+                                        bootstrap=bootstrap)
         if plot:
             from strategies.evaluation.plot import plot_curve
 
@@ -97,7 +101,9 @@ def evaluate(
 evaluate.__doc__ += (
     "\n\nPer method: accuracy (tied winners earn 1/|ties| each), ECE (10 bins over the winner's "
     "confidence), Brier score and mean tokens per problem; for the pool: mean single-sample accuracy, "
-    "unbiased pass@k and the oracle (any sample correct).\n\n"
+    "unbiased pass@k and the oracle (any sample correct); a 95% bootstrap interval over problems, and "
+    "the share of bootstrap draws in which each method beats (or ties) majority voting.\n\n"
     "--curve: for each K, --repeats seeded random K-subsets of every problem's samples are "
-    "re-aggregated; mean ± std accuracy per method. --plot draws it (log-2 K axis, error bands)."
+    "re-aggregated; mean ± std accuracy per method (± is the spread over subset draws) and the 95% "
+    "interval over problems. --plot draws it (log-2 K axis, error bands)."
 )
