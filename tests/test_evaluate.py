@@ -276,3 +276,30 @@ def test_eval_table_says_what_the_plus_minus_is(aggregated):
     assert "not uncertainty over problems" in out and "95% bootstrap interval over the 3 problems" in out
     plain = CliRunner().invoke(app, ["eval", str(aggregated), "--bootstrap", "0", "--json"])
     assert "ci95" not in plain.stdout and "bootstrap" not in json.loads(plain.stdout)
+
+
+def test_zero_width_interval_is_explained_with_the_exact_binomial_bound():
+    from scipy.stats import beta
+
+    from strategies.evaluation.report import summary_table
+
+    records = [{"answer": "1", "samples": [s(0, "2"), s(1, "3")]} for _ in range(12)]
+    problems, _ = load_problems(records)
+    table = summary_table(summarize(problems, parse_methods(["majority"]), bootstrap=200))
+    assert "[0.0000, 0.0000]" in table
+    assert f"[0, {beta.ppf(0.975, 1, 12):.4f}]" in table  # Clopper-Pearson for 0 of 12
+
+
+def test_tokens_are_the_mean_over_problems_of_each_problems_total():
+    # unequal totals per problem: 40, 107 and 2 tokens
+    totals = [(10, 30), (100, 7), (1, 1)]
+    records = [{"answer": "1", "samples": [s(0, "1", n_tokens=a), s(1, "2", n_tokens=b)]} for a, b in totals]
+    problems, _ = load_problems(records)
+    want = np.mean([a + b for a, b in totals])
+    summ = summarize(problems, parse_methods(["majority"]), bootstrap=0)
+    assert summ["tokens"] == want and summ["methods"]["majority"]["tokens"] == want
+    c = curve(problems, parse_methods(["majority"]), [1, 2], repeats=50, seed=4, bootstrap=0)
+    assert c["tokens_mean"][1] == want
+    idx = draw_subsets(np.array([2, 2, 2]), 1, 50, seed=4)  # the samples K = 1 drew
+    picked = [[totals[p][idx[r, p, 0]] for p in range(3)] for r in range(50)]
+    assert c["tokens_mean"][0] == pytest.approx(np.mean(picked), abs=1e-12)  # per problem, as the table

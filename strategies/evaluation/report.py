@@ -35,6 +35,11 @@ def summary_table(s: dict) -> str:
         lines.append(line)
     if boot:
         b = boot["baseline"]
+        if any(row.get("ci95", [0, 1])[0] == row.get("ci95", [0, 1])[1] for row in s["methods"].values()):
+            # every problem scored alike: resampling them cannot show any spread
+            P = s["problems"]
+            lines += ["A zero-width interval: every problem scored the same, and resampling them shows no spread;",
+                      f"0 right of {P} has the exact binomial 95% interval [0, {1 - 0.025 ** (1 / P):.4f}]."]
         lines += [f"95% CI: percentile bootstrap over problems ({boot['draws']} draws, seed {boot['seed']}).",
                   f"> {b} / = {b}: share of the same draws in which the method's accuracy is above / equal to",
                   f"{b} voting's (paired). Above 0.975: better than {b} at the 5% level (two-sided);",
