@@ -40,7 +40,8 @@ def test_installed_transformers_is_in_the_tested_range():
 
     from packaging.requirements import Requirement
 
-    deps = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
     req = next(Requirement(d) for d in deps if re.match(r"transformers\b", d))
     assert any(s.operator == "<" for s in req.specifier), "transformers needs an upper bound"
     assert req.specifier.contains(version("transformers")), (version("transformers"), str(req.specifier))

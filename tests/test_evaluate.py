@@ -196,7 +196,9 @@ def test_malformed_line_is_a_one_line_error_naming_it(tmp_path):
 def test_missing_trace_error_names_the_record_line(tmp_path):
     path = tmp_path / "pool.jsonl"
     path.write_text("\n" + json.dumps(RECORDS[0]) + "\n")
-    proc = subprocess.run([sys.executable, "-m", "tts_cli.app", "aggregate", str(path), "-m", "deepconf:score=min,window=4"],
+    # samples of 10 tokens: longer than a window of 4, so min needs the trace
+    proc = subprocess.run([sys.executable, "-m", "tts_cli.app", "aggregate", str(path), "-m",
+                           "deepconf:score=min,window=4"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and f"{path} line 2:" in proc.stderr and "--trace" in proc.stderr
 

@@ -56,7 +56,8 @@ def curve_table(c: dict) -> str:
     boot = c.get("bootstrap")
     width = max([31 if boot else 13] + [len(lab) for lab in labels])
     head = f"{'K':>5}  " + "  ".join(f"{lab:>{width}}" for lab in labels) + f"  {'pass@K':>7}  {'tokens':>9}"
-    lines = [f"accuracy: mean ± std over {c['repeats']} random subsets per K (seed {c['seed']}), {c['problems']} problems.",
+    lines = [f"accuracy: mean ± std over {c['repeats']} random subsets per K (seed {c['seed']}), "
+             f"{c['problems']} problems.",
              "± is the spread over subset draws on these problems, not uncertainty over problems."]
     if boot:
         lines.append(f"[lo, hi]: 95% bootstrap interval over the {c['problems']} problems ({boot} draws) of the "
