@@ -13,6 +13,7 @@ first EOS, never the padding after it.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -109,8 +110,12 @@ def batched(loaded, ids: list[list[int]], n: int, max_new: int, ignore_eos: bool
     pad = loaded.tokenizer.pad_token_id
     inp, mask = _left_padded(ids, pad if pad is not None else next(iter(eos)), model.device)
 
+    # generate() runs under torch.no_grad itself; the static path is left exactly as transformers
+    # documents it (no inference_mode around a compiled forward and its cache).
+    grad_off = contextlib.nullcontext if static else torch.inference_mode
+
     def run() -> int:
-        with torch.inference_mode():
+        with grad_off():
             out = model.generate(inp, attention_mask=mask, **kw)
         return _count(out[:, inp.shape[1]:].tolist(), eos, ignore_eos)
 
