@@ -21,5 +21,7 @@ python -m benchmarks.soft_experiment "discrete=$out/discrete16.jsonl:8" "soft=$o
 # all aggregators, the eval table and the scaling curve
 tts aggregate "$out/discrete16.jsonl" -a majority -a weighted -a ppl -a pc -a rpc -a self-certainty -a borda \
   -a deepconf > "$out/discrete16.agg.jsonl"
-tts eval "$out/discrete16.agg.jsonl"
-tts eval "$out/discrete16.agg.jsonl" --curve auto --plot docs/img/scaling_mawps.png
+# the 50- and 100-problem tables of docs/experiments.md, each kept beside the records it came from
+head -50 "$out/discrete16.agg.jsonl" > "$out/discrete16_50.agg.jsonl"
+tts eval "$out/discrete16_50.agg.jsonl" --curve auto --plot docs/img/scaling_mawps.png | tee "$out/eval50.txt"
+tts eval "$out/discrete16.agg.jsonl" --curve auto --plot docs/img/scaling_mawps_100.png | tee "$out/eval100.txt"

@@ -82,14 +82,56 @@ def test_ppl_and_self_certainty_pick_the_best_sample():
 
 
 def test_borda_by_hand():
-    # 7 voters ranked by self-certainty: s6 1st, s3/s4 tie for 2nd, s2 4th, s1 5th, s0 6th, s5 7th
+    # rank=all (default): 8 samples; the unanswered s7 is 1st and casts no vote, s6 2nd, s3/s4 tie
+    # for 3rd, s2 5th, s1 6th, s0 7th, s5 8th. rank=answered: the 7 voters alone, s6 1st ... s5
+    # 7th. Here both give the same votes, (N - r + 1) being the same for every voter.
     def votes(p):
         return normalised({"A": 4 ** p + 3 ** p + 2 ** p, "B": 2 * 6 ** p, "C": 1.0, "D": 7 ** p})
     used = [0, 1, 2, 3, 4, 5, 6]
-    expect(run("borda"), votes(0.5), used)
-    expect(run("borda", opts=["p=3"]), votes(3.0), used)
-    assert run("borda", opts=["borda.p=3"])["answer"] == "B"
-    expect(run("borda:p=0"), normalised({"A": 3, "B": 2, "C": 1, "D": 1}), used)  # p = 0 is majority
+    for spec in ("borda", "borda:rank=answered"):
+        expect(run(spec), votes(0.5), used)
+        expect(run(spec, opts=["p=3"]), votes(3.0), used)
+        assert run(spec, opts=["borda.p=3"])["answer"] == "B"
+        expect(run(spec, opts=["p=0"]), normalised({"A": 3, "B": 2, "C": 1, "D": 1}), used)  # p = 0 is majority
+
+
+def borda_by_loop(preds, sc, p, rank_all):
+    """methods.md §3 written out: sort, give each sample its rank, add (N - r + 1)^p per answer."""
+    ranked = [j for j in range(len(preds)) if rank_all or preds[j] is not None]
+    order = sorted(ranked, key=lambda j: -sc[j])
+    total = {}
+    for r, j in enumerate(order, start=1):  # no ties in these self-certainties
+        if preds[j] is not None:
+            total[preds[j]] = total.get(preds[j], 0.0) + (len(ranked) - r + 1) ** p
+    return normalised(total)
+
+
+def test_borda_ranks_unanswered_samples_as_the_reference_does():
+    # 100 samples: answer A at ranks 1-2, B at 3-5, 95 unanswered below them
+    preds = ["A", "A", "B", "B", "B"] + [None] * 95
+    pool = [sample(j, a, sc=200.0 - j) for j, a in enumerate(preds)]
+    sc = [200.0 - j for j in range(100)]
+    ref = run("borda", pool)
+    assert ref["answer"] == "B"  # sqrt(98)+sqrt(97)+sqrt(96) = 29.5 > sqrt(100)+sqrt(99) = 19.9
+    assert ref["scores"] == pytest.approx(borda_by_loop(preds, sc, 0.5, True), abs=1e-12)
+    ours = run("borda:rank=answered", pool)
+    assert ours["answer"] == "A"  # sqrt(5)+sqrt(4) = 4.24 > sqrt(3)+sqrt(2)+1 = 4.15
+    assert ours["scores"] == pytest.approx(borda_by_loop(preds, sc, 0.5, False), abs=1e-12)
+
+
+def test_borda_padding_is_not_a_sample():
+    # Pools of different sizes share one padded batch (as in tts aggregate and eval --curve): each
+    # must score as it does alone. An unanswered sample without a self-certainty still counts in N.
+    small = [sample(0, "A", sc=3.0), sample(1, None, sc=9.0), sample(2, "B", sc=2.0), sample(3, "B", sc=1.0)]
+    small.append({"i": 4, "pred": None, "text": "no signal"})
+    big = [sample(j, "AB"[j % 2], sc=float(j)) for j in range(11)]
+    methods = parse_methods(["borda"])
+    together = aggregate_pools([build_pool(small), build_pool(big)], methods)
+    assert together[0] == aggregate_pools([build_pool(small)], methods)[0]
+    assert together[1] == aggregate_pools([build_pool(big)], methods)[0]
+    # small, N = 5: s1 rank 1 (no vote), A rank 2, B ranks 3 and 4, the signal-less sample last
+    want = normalised({"A": 4 ** 0.5, "B": 3 ** 0.5 + 2 ** 0.5})
+    assert together[0]["borda"]["scores"] == pytest.approx(want, abs=1e-12)
 
 
 def test_competition_rank_equals_counting_larger_values():
@@ -130,9 +172,33 @@ def test_deepconf_trace_scores_match_direct_loops():
 
 
 def test_deepconf_without_trace_says_to_rerun_with_trace():
-    with pytest.raises(PoolError, match="--trace"):
-        run("deepconf:score=tail")
+    # POOL's samples have 10 tokens: longer than a window of 8 or a tail of 5
+    for spec in ("deepconf:window=8", "deepconf:score=min,window=8", "deepconf:score=tail,tail=5"):
+        with pytest.raises(PoolError, match="--trace"):
+            run(spec)
     assert run("deepconf:score=mean")["answer"] == "B"  # the per-sample summary is enough for mean
+
+
+def test_deepconf_default_is_bottom_ten_percent_keep_0_9():
+    from strategies.aggregators.deepconf import DeepConf
+
+    assert (DeepConf().opts["score"], DeepConf().opts["window"], DeepConf().opts["keep"]) == ("bottom", 2048, 0.9)
+    rng = np.random.default_rng(2)
+    traces = [list(np.round(rng.uniform(0, 10, n), 3)) for n in (40, 60, 50, 45)]
+    # on traces longer than the window: the bottom-10% group confidence from the trace
+    pool = [sample(j, "XYZX"[j], conf=0.0, trace={"confidence": t}, n_tokens=len(t)) for j, t in enumerate(traces)]
+    c = [float(np.mean(sorted(window_means_by_loop(t, 8))[:max(1, len(window_means_by_loop(t, 8)) // 10)]))
+         for t in traces]
+    threshold = np.percentile(c, 10)  # keep 0.9: drop what is below the 10th percentile
+    want = {}
+    for a, ci in zip("XYZX", c):
+        want[a] = want.get(a, 0.0) + (ci if ci >= threshold else 0.0)
+    assert run("deepconf:window=8", pool)["scores"] == pytest.approx(normalised(want), abs=1e-12)
+    # a sample no longer than the window: the whole-trace mean, which is its `confidence` summary,
+    # so the default needs no trace there
+    short = [sample(j, "XYZX"[j], conf=float(np.mean(t)), n_tokens=len(t)) for j, t in enumerate(traces)]
+    with_trace = [dict(s, trace={"confidence": t}) for s, t in zip(short, traces)]
+    assert run("deepconf", short)["scores"] == pytest.approx(run("deepconf", with_trace)["scores"], abs=1e-12)
 
 
 def test_ties_are_reported_not_hidden():

@@ -162,3 +162,47 @@ def test_bench_json_reports_both_sides_of_the_same_work():
     assert out["tts_tok_s"] == pytest.approx(out["tts_tokens"] / out["tts_seconds"], rel=1e-2)
     assert 0 < out["peak_fraction"] and out["matmul_peak_gflops"] > 0
     assert "tts_eager_tok_s" not in out  # the graphs-off comparison is CUDA only
+    # one prompt: the batched baseline is the per-prompt call itself
+    assert out["hf_batched_tokens"] == out["hf_tokens"] and out["ratio_batched"] == out["ratio"]
+
+
+def test_bench_json_reports_the_batched_baseline(monkeypatch):
+    from tts_cli import benchmark
+
+    # realistic's shape (several prompts, EOS honoured) at a size a test can afford
+    monkeypatch.setitem(benchmark.WORKLOADS, "realistic", (3, 4, 12, False, 0.7))
+    r = tts("bench", "--model", "tiny-random", "--workload", "realistic", "--json")
+    assert r.code == 0, r.stderr
+    (out,) = r.records()
+    assert out["prompts"] == 3 and out["warmup"] == "short run, both sides"
+    for side in ("tts", "hf", "hf_batched"):
+        assert 0 < out[f"{side}_tokens"] <= 3 * 4 * 12, side
+        assert out[f"{side}_tok_s"] == pytest.approx(out[f"{side}_tokens"] / out[f"{side}_seconds"], rel=1e-2)
+    assert out["ratio"] == pytest.approx(out["tts_tok_s"] / out["hf_tok_s"], rel=1e-2)
+    assert out["ratio_batched"] == pytest.approx(out["tts_tok_s"] / out["hf_batched_tok_s"], rel=1e-2)
+    assert "hf_static_compile_tok_s" not in out and "ratio_static_compile" not in out  # CUDA only
+
+
+def test_batched_baseline_does_the_per_prompt_work(tiny):
+    """Left padding must not change what generate() computes: greedy rows of the one batched call
+    (static cache or not) equal those of one call per prompt, so their useful tokens agree."""
+    import torch
+
+    from tts_cli import hf_baseline
+    from tts_cli.benchmark import chat_ids
+    from tts_cli.models import Loaded
+
+    model, tok = tiny
+    loaded = Loaded(model=model, tokenizer=tok, name="tiny", source="", sha256=None)
+    ids = [chat_ids(tok, p) for p in ("Hi", "A longer prompt than the first one", "x")]
+    eos = tok.eos_token_id
+    per = hf_baseline.per_prompt(loaded, ids, 1, 10, False, 0.0)  # greedy: one row per prompt
+    for static in (False, True):
+        assert hf_baseline.batched(loaded, ids, 1, 10, False, 0.0, static=static).tokens == per.tokens
+    # independent count: generate() per prompt, tokens up to and including the first EOS
+    want = 0
+    for x in ids:
+        out = model.generate(torch.tensor([x]), attention_mask=torch.ones(1, len(x), dtype=torch.long),
+                             max_new_tokens=10, do_sample=False, pad_token_id=tok.pad_token_id)[0, len(x):].tolist()
+        want += out.index(eos) + 1 if eos in out else len(out)
+    assert per.tokens == want

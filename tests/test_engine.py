@@ -6,7 +6,7 @@ import torch
 
 from strategies.engine import Engine, Request
 from strategies.generators.discrete import Discrete, DiscreteParams
-from tts_cli.tiny import tiny_model
+from tts_cli.tiny import ARCHS, tiny_model
 
 PROMPTS = ["Hi", "What is two plus two?", "A much longer prompt, to make the lengths differ a lot: 1 2 3 4 5 6 7",
            "x"]
@@ -31,7 +31,30 @@ def hf_greedy(model, ids, max_new, vocab):
     return out[0, len(ids):].tolist()
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "mistral"])
+def test_installed_transformers_is_in_the_tested_range():
+    """The sampler uses transformers below its public API; pyproject bounds it to what was tested."""
+    import re
+    import tomllib
+    from importlib.metadata import version
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    req = next(Requirement(d) for d in deps if re.match(r"transformers\b", d))
+    assert any(s.operator == "<" for s in req.specifier), "transformers needs an upper bound"
+    assert req.specifier.contains(version("transformers")), (version("transformers"), str(req.specifier))
+
+
+def test_every_supported_architecture_has_a_tiny_model():
+    from strategies.decoder import SUPPORTED
+    from tts_cli.tiny import ARCHS
+
+    assert set(SUPPORTED) == set(ARCHS)  # so the test below covers each one against generate()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 def test_greedy_equals_transformers_generate(arch):
     model, tok = tiny_model(arch, seed=3)
     # batch of 3 slots for 4 prompts x 2 samples: rows refill and move slots mid-run

@@ -196,6 +196,112 @@ def test_malformed_line_is_a_one_line_error_naming_it(tmp_path):
 def test_missing_trace_error_names_the_record_line(tmp_path):
     path = tmp_path / "pool.jsonl"
     path.write_text("\n" + json.dumps(RECORDS[0]) + "\n")
-    proc = subprocess.run([sys.executable, "-m", "tts_cli.app", "aggregate", str(path), "-a", "deepconf:score=min"],
+    # samples of 10 tokens: longer than a window of 4, so min needs the trace
+    proc = subprocess.run([sys.executable, "-m", "tts_cli.app", "aggregate", str(path), "-a",
+                           "deepconf:score=min,window=4"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and f"{path} line 2:" in proc.stderr and "--trace" in proc.stderr
+
+
+# --- significance -----------------------------------------------------------------------------
+
+def test_bootstrap_means_equal_a_loop_over_the_draws():
+    from strategies.evaluation.bootstrap import means_of_draws
+
+    rng = np.random.default_rng(3)
+    values = rng.uniform(0, 1, (3, 17))
+    idx = rng.integers(0, 17, (40, 17))
+    loop = np.array([[np.mean(values[m, idx[d]]) for d in range(40)] for m in range(3)])
+    assert np.allclose(means_of_draws(values, idx), loop, atol=1e-12)
+
+
+def test_bootstrap_interval_matches_the_normal_approximation():
+    """For the mean of many 0/1 credits, the percentile bootstrap interval is close to
+    mean ± 1.96 · sd / sqrt(P), computed here directly with numpy."""
+    from strategies.evaluation.bootstrap import draw_means, interval
+
+    rng = np.random.default_rng(4)
+    credit = (rng.uniform(size=2000) < 0.3).astype(float)
+    lo, hi = interval(draw_means(credit[None, :], 20000, seed=0))[0]
+    half = 1.959964 * credit.std() / np.sqrt(credit.size)
+    assert lo == pytest.approx(credit.mean() - half, abs=0.002)
+    assert hi == pytest.approx(credit.mean() + half, abs=0.002)
+    # seeded: the same draws again, other draws with another seed
+    assert np.array_equal(draw_means(credit[None, :], 500, 1), draw_means(credit[None, :], 500, 1))
+    assert not np.array_equal(draw_means(credit[None, :], 500, 1), draw_means(credit[None, :], 500, 2))
+
+
+def test_paired_comparison_counts_the_draws_a_method_wins():
+    from strategies.evaluation.bootstrap import draw_means, paired
+
+    P = 50
+    base = np.zeros(P)
+    base[:10] = 1
+    better = base.copy()
+    better[30] = 1  # right on one more problem, the same elsewhere
+    means = draw_means(np.vstack([base, better]), 20000, seed=0)
+    same = paired(means[0], means[0])
+    assert (same["wins"], same["ties"]) == (0.0, 1.0)
+    got = paired(means[1], means[0])
+    # it wins exactly in the draws that contain problem 30 at least once: 1 - (1 - 1/P)^P of them
+    assert got["wins"] == pytest.approx(1 - (1 - 1 / P) ** P, abs=0.01)
+    assert got["wins"] + got["ties"] == pytest.approx(1.0)
+    assert got["diff_ci95"][0] >= 0
+
+
+def test_summary_and_curve_report_intervals_over_problems():
+    rng = np.random.default_rng(6)
+    records = [{"answer": "1", "samples": pool_of(rng, 8)} for _ in range(30)]
+    problems, _ = load_problems(records)
+    methods = parse_methods(["majority", "pc"])
+    summ = summarize(problems, methods, bootstrap=4000, seed=3)
+    assert summ["bootstrap"] == {"draws": 4000, "seed": 3, "level": 0.95, "baseline": "majority"}
+    for label in ("majority", "pc"):
+        lo, hi = summ["methods"][label]["ci95"]
+        assert lo <= summ["methods"][label]["accuracy"] <= hi
+    assert "vs_majority" not in summ["methods"]["majority"] and "wins" in summ["methods"]["pc"]["vs_majority"]
+    # at K = N every subset is the pool: the per-problem credit, and so the interval, is the table's
+    c = curve(problems, methods, [2, 8], repeats=3, seed=3, bootstrap=4000)
+    for label in ("majority", "pc"):
+        assert [c["methods"][label]["ci95_low"][1], c["methods"][label]["ci95_high"][1]] == \
+            pytest.approx(summ["methods"][label]["ci95"], abs=1e-12)
+    # without majority among the methods, the comparison still runs against it
+    alone = summarize(problems, parse_methods(["pc"]), bootstrap=4000, seed=3)
+    assert alone["methods"]["pc"]["vs_majority"] == summ["methods"]["pc"]["vs_majority"]
+
+
+def test_eval_table_says_what_the_plus_minus_is(aggregated):
+    result = CliRunner().invoke(app, ["eval", str(aggregated), "--curve", "1,4", "--bootstrap", "500"])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "95% CI" in out and "> majority" in out
+    assert "not uncertainty over problems" in out and "95% bootstrap interval over the 3 problems" in out
+    plain = CliRunner().invoke(app, ["eval", str(aggregated), "--bootstrap", "0", "--json"])
+    assert "ci95" not in plain.stdout and "bootstrap" not in json.loads(plain.stdout)
+
+
+def test_zero_width_interval_is_explained_with_the_exact_binomial_bound():
+    from scipy.stats import beta
+
+    from strategies.evaluation.report import summary_table
+
+    records = [{"answer": "1", "samples": [s(0, "2"), s(1, "3")]} for _ in range(12)]
+    problems, _ = load_problems(records)
+    table = summary_table(summarize(problems, parse_methods(["majority"]), bootstrap=200))
+    assert "[0.0000, 0.0000]" in table
+    assert f"[0, {beta.ppf(0.975, 1, 12):.4f}]" in table  # Clopper-Pearson for 0 of 12
+
+
+def test_tokens_are_the_mean_over_problems_of_each_problems_total():
+    # unequal totals per problem: 40, 107 and 2 tokens
+    totals = [(10, 30), (100, 7), (1, 1)]
+    records = [{"answer": "1", "samples": [s(0, "1", n_tokens=a), s(1, "2", n_tokens=b)]} for a, b in totals]
+    problems, _ = load_problems(records)
+    want = np.mean([a + b for a, b in totals])
+    summ = summarize(problems, parse_methods(["majority"]), bootstrap=0)
+    assert summ["tokens"] == want and summ["methods"]["majority"]["tokens"] == want
+    c = curve(problems, parse_methods(["majority"]), [1, 2], repeats=50, seed=4, bootstrap=0)
+    assert c["tokens_mean"][1] == want
+    idx = draw_subsets(np.array([2, 2, 2]), 1, 50, seed=4)  # the samples K = 1 drew
+    picked = [[totals[p][idx[r, p, 0]] for p in range(3)] for r in range(50)]
+    assert c["tokens_mean"][0] == pytest.approx(np.mean(picked), abs=1e-12)  # per problem, as the table

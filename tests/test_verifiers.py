@@ -1,4 +1,5 @@
 """Answer extraction, normalisation and the shared equivalence function."""
+import itertools
 import threading
 
 import pytest
@@ -27,10 +28,16 @@ def test_boxed(text, expected):
     ("answer-is", "Thus the answer is 42 apples. Next line", "42"),
     ("answer-is", r"The final answer is $\frac{3}{4}$.", r"\frac{3}{4}"),
     ("answer-is", "Answer: x = 5", "x = 5"),
+    ("answer-is", "the answer is x^2+1. Then 3", "x^2+1"),
+    ("answer-is", "The answer is (1, 2).", "(1, 2)"),
+    ("answer-is", r"The answer is $x = 5$.", "x = 5"),
+    ("answer-is", "The answer is blue.", None),   # a phrase with no mathematics in it gives nothing
     ("answer-is", r"the answer is \boxed{9}", "9"),
     ("last-number", "It costs $1,250.50, not 3", "3"),
     ("last-number", "from -4 to -7.5.", "-7.5"),
     ("last-number", "nothing", None),
+    ("last-number", "on 12/25/2023 it rained", "2023"),  # a date is not a fraction
+    ("gsm8k", "#### forty-two", None),
     ("choice", r"so the answer is (C).", "C"),
     ("choice", r"\boxed{\text{(B)}}", "B"),
     ("choice", "Option (A) is wrong, (D) is right", "D"),
@@ -39,8 +46,40 @@ def test_extractors(method, text, expected):
     assert extract_answer(text, method) == expected
 
 
+@pytest.mark.parametrize("text, expected", [
+    # the Minerva/MATH few-shot format
+    ("Final Answer: The final answer is $6$. I hope it is correct.", "6"),
+    ("**Final Answer:** The answer is 42.", "42"),
+    # a GSM8K answer followed by a run-on continuation (the model starts the next question)
+    ("Step 1 ... #### 42\n\nQuestion: John has 3 apples and eats 1.", "42"),
+    ("The probability is 3/4.", "3/4"),
+    ("The answer is 1.5e3.", "1500"),
+    ("He paid 2 1/2 dollars.", "5/2"),
+    ("The answer is 2 1/2.", "5/2"),
+    # from real runs of the embedded model: the text after "answer is" / "Answer:" is no answer
+    ("So, the final answer is 2.\n\nThe answer is within \\mathrm{8}{}, which is exactly 2.", "2"),
+    ("Final Answer: \nMarco and his dad's apples weigh 310 pounds.", "310"),
+    # "answer" without "is"/":" announces nothing: the last number wins, not the first after it
+    ("To find the answer we add 3 and 5 to get 8", "8"),
+])
+def test_auto_extracts_the_mathematical_answer(text, expected):
+    assert extract_answer(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "So, the final answer is 2.\n\nThe answer is within \\mathrm{8}{}, which is exactly 2.",
+    "Final Answer: \nMarco and his dad's apples weigh 310 pounds.",
+    "The answer is that Marco has more apples than his dad.",
+    "The final answer is: the cat, 4 legs. I hope it is correct.",
+])
+def test_a_pred_is_never_a_sentence(text):
+    got = extract_answer(text)
+    assert got is None or " " not in got.strip(), got
+
+
 def test_auto_prefers_boxed_then_answer_is_then_last_number():
     assert extract_answer(r"the answer is 3, or \boxed{4}; 5") == "4"
+    assert extract_answer("#### 7\nThe answer is 3") == "7"
     assert extract_answer("the answer is 3; then 5 more") == "3"
     assert extract_answer("we get 3 and then 5") == "5"
     assert extract_answer("") is None and extract_answer(None) is None
@@ -54,13 +93,13 @@ def test_unknown_extraction_is_an_error():
 @pytest.mark.parametrize("a, b", [
     ("1,000", "1000"), ("1000", "1000.0"), ("1,000", "1000.00"), (r"\frac{1}{2}", "0.5"),
     (r"\dfrac{1}{2}", "1/2"), (r"$\boxed{18}$", "18"), ("-3", "-3.0"), ("18.", "18"),
-    ("x=5", "5"), (r"\sqrt{2}/2", r"\frac{\sqrt{2}}{2}"), (r"10\%", "0.1"),
+    ("x=5", "5"), (r"\sqrt{2}/2", r"\frac{\sqrt{2}}{2}"), (r"10\%", "10"), ("25%", "25"),
 ])
 def test_equivalent(a, b):
     assert equivalent(a, b) and equivalent(b, a)
 
 
-@pytest.mark.parametrize("a, b", [("3", "4"), ("1000", "100"), (r"\frac{1}{2}", "0.25"),
+@pytest.mark.parametrize("a, b", [("3", "4"), ("1000", "100"), (r"\frac{1}{2}", "0.25"), (r"10\%", "0.1"),
                                   ("x", "y"), (None, "1"), ("", ""), (None, None)])
 def test_not_equivalent(a, b):
     assert not equivalent(a, b)
@@ -111,3 +150,16 @@ def test_group_answers_uses_first_member_as_representative():
     assert g.ids.tolist() == [0, 0, -1, 1, 0, 2, 3]
     assert g.reps == ["18", "16", "x", "1,6"]
     assert g.index("18.00") == 0 and g.index("99") == -1
+
+
+@pytest.mark.parametrize("answers, partition", [
+    # one rule for percentages: a trailing percent sign is dropped, so 25\% is 25 and not 0.25
+    (["25", r"25\%", "0.25"], [{"25", r"25\%"}, {"0.25"}]),
+    (["25", r"25\%", "0.25", "1/4", "25%", r"\frac{1}{4}"], [{"25", r"25\%", "25%"}, {"0.25", "1/4", r"\frac{1}{4}"}]),
+])
+def test_grouping_does_not_depend_on_order(answers, partition):
+    expected = {frozenset(part) for part in partition}
+    for order in itertools.permutations(answers):
+        ids = group_answers(list(order)).ids
+        got = {frozenset(a for a, c in zip(order, ids) if c == cid) for cid in set(ids.tolist())}
+        assert got == expected, order

@@ -6,10 +6,12 @@ the machine's float32 matmul peak so tokens/s can be read as a fraction of it.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from tts_cli import hf_baseline
+from tts_cli.hf_baseline import Timing, sync
 
 FALLBACK_PROMPTS = [
     "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins for her "
@@ -49,24 +51,8 @@ def matmul_peak_gflops(device: str, dtype=torch.float32, size: int = 1024, secon
     while time.perf_counter() - t0 < seconds:
         a @ b
         reps += 1
-    _sync(device)
+    sync(device)
     return 2 * size**3 * reps / (time.perf_counter() - t0) / 1e9
-
-
-def _sync(device: str) -> None:
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-@dataclass
-class Timing:
-    tokens: int
-    seconds: float
-    setup: float = 0.0   # an untimed first pass (CUDA graph capture, torch.compile), seconds
-
-    @property
-    def tok_s(self) -> float:
-        return self.tokens / self.seconds
 
 
 def chat_ids(tok, text: str) -> list[int]:
@@ -90,41 +76,15 @@ def time_tts(loaded, generator, prompts: list[str], n: int, max_new: int, ignore
     setup = 0.0
     for timed in ([False, True] if eng.decoder.cuda_graphs or compile else [True]):
         eng.tokens_generated = 0
-        _sync(str(model.device))
+        sync(model.device)
         t0 = time.perf_counter()
         for _ in eng.run(Request(key=i, prompt_ids=p, n=n) for i, p in enumerate(ids)):
             pass
-        _sync(str(model.device))
+        sync(model.device)
         elapsed = time.perf_counter() - t0
         if not timed:
             setup = elapsed
     return Timing(eng.tokens_generated, elapsed, setup)
-
-
-def time_hf(loaded, prompts: list[str], n: int, max_new: int, ignore_eos: bool, temperature: float) -> Timing:
-    """What users write: one generate(num_return_sequences=n) call per prompt."""
-    model, tok = loaded.model, loaded.tokenizer
-    eos = model.generation_config.eos_token_id
-    eos = set(eos if isinstance(eos, list) else [eos])
-    # generate() draws from torch's global generator: seed it so its token count (and with it
-    # its tokens/s, since it runs until each prompt's longest row ends) repeats run to run
-    torch.manual_seed(0)
-    tokens, t0 = 0, time.perf_counter()
-    for p in prompts:
-        ids = torch.tensor([chat_ids(tok, p)], device=model.device)
-        kw = dict(max_new_tokens=max_new, do_sample=temperature > 0, num_return_sequences=n,
-                  attention_mask=torch.ones_like(ids), pad_token_id=tok.pad_token_id)
-        if temperature > 0:
-            kw.update(temperature=temperature, top_k=0, top_p=1.0)
-        if ignore_eos:
-            kw["min_new_tokens"] = max_new
-        with torch.inference_mode():
-            out = model.generate(ids, **kw)[:, ids.shape[1]:].tolist()
-        for seq in out:  # count up to and including the first EOS, not the padding after it
-            cut = next((j + 1 for j, t in enumerate(seq) if t in eos), len(seq))
-            tokens += len(seq) if ignore_eos else cut
-    _sync(str(model.device))
-    return Timing(tokens, time.perf_counter() - t0)
 
 
 WORKLOADS = {
@@ -135,22 +95,43 @@ WORKLOADS = {
 
 
 def bench_vs_hf(loaded, workload: str, batch_size: int = 64, warmup: bool = True, compile: bool = False) -> dict:
+    """Our sampler against generate() on the same prompts and settings, in one process.
+
+    `ratio` is against one generate() call per prompt, `ratio_batched` against all rows in one
+    left-padded call; on CUDA also `ratio_static_compile`, against transformers' static cache with
+    torch.compile. Every side gets the same warm-up: a short untimed run of each, and a whole
+    untimed pass of the workload wherever ours needs one (graph capture, --compile)."""
     from strategies.generators.discrete import Discrete, DiscreteParams
 
     n_prompts, n, max_new, ignore_eos, temp = WORKLOADS[workload]
     prompts = gsm8k_prompts(n_prompts)
     generator = Discrete(DiscreteParams(temperature=temp))
+    ids = [chat_ids(loaded.tokenizer, p) for p in prompts]  # tokenised once, outside every timer
     if warmup:
         time_tts(loaded, generator, prompts[:1], 2, 4, True, batch_size)
-        time_hf(loaded, prompts[:1], 2, 4, True, temp)
+        hf_baseline.per_prompt(loaded, ids[:1], 2, 4, True, temp)
+        hf_baseline.batched(loaded, ids[:2], 2, 4, True, temp)
     timings = {"tts": time_tts(loaded, generator, prompts, n, max_new, ignore_eos, batch_size, compile=compile)}
-    if str(loaded.model.device).startswith("cuda"):  # what the CUDA graphs are worth, same run
+    cuda = str(loaded.model.device).startswith("cuda")
+    if cuda:  # what the CUDA graphs are worth, same run
         timings["tts_eager"] = time_tts(loaded, generator, prompts, n, max_new, ignore_eos, batch_size,
                                         cuda_graphs=False)
-    timings["hf"] = time_hf(loaded, prompts, n, max_new, ignore_eos, temp)
-    return _report(loaded, workload, timings, "tts", "hf",
-                   extra={"prompts": n_prompts, "samples": n, "max_new_tokens": max_new, "ignore_eos": ignore_eos,
-                          "temperature": temp, "batch_size": batch_size, "compile": compile})
+    full = timings["tts"].setup > 0  # ours ran the workload once untimed: so does generate()
+    timings["hf"] = hf_baseline.per_prompt(loaded, ids, n, max_new, ignore_eos, temp, warmup=full)
+    # With one prompt the batched call is the per-prompt call itself: not timed twice.
+    timings["hf_batched"] = (timings["hf"] if n_prompts == 1 else
+                             hf_baseline.batched(loaded, ids, n, max_new, ignore_eos, temp, warmup=full))
+    if cuda:  # transformers' own fast path; its compile happens in the untimed first pass
+        timings["hf_static_compile"] = hf_baseline.batched(loaded, ids, n, max_new, ignore_eos, temp,
+                                                           warmup=True, static=True)
+    out = _report(loaded, workload, timings, "tts", "hf",
+                  extra={"prompts": n_prompts, "samples": n, "max_new_tokens": max_new, "ignore_eos": ignore_eos,
+                         "temperature": temp, "batch_size": batch_size, "compile": compile,
+                         "warmup": "whole workload untimed, both sides" if full else "short run, both sides"})
+    for name in ("hf_batched", "hf_static_compile"):
+        if name in timings:
+            out[name.replace("hf", "ratio", 1)] = round(timings["tts"].tok_s / timings[name].tok_s, 3)
+    return out
 
 
 def bench_soft(loaded, rows: int = 32, max_new: int = 128, batch_size: int = 64, compile: bool = False) -> dict:
@@ -214,13 +195,13 @@ def bench_softcot(loaded, rows: int = 32, per_chain: int = 8, max_new: int = 128
     def timed(gen, n) -> Timing:
         eng = Engine(loaded.model, loaded.tokenizer, gen, batch_size=batch_size, max_new_tokens=max_new,
                      ignore_eos=True)
-        _sync(str(loaded.model.device))
+        sync(str(loaded.model.device))
         t0 = time.perf_counter()
         req = Request(key=0, prompt_ids=chat_ids(loaded.tokenizer, prompt), n=n)
         reqs = gen.requests(req, {"prompt": prompt}, loaded.tokenizer, GenerateOptions(n=n))
         for _ in eng.run(reqs):
             pass
-        _sync(str(loaded.model.device))
+        sync(str(loaded.model.device))
         return Timing(eng.tokens_generated, time.perf_counter() - t0)
 
     timed(softcot, 2), timed(discrete, 2)   # warm-up

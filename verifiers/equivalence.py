@@ -30,14 +30,18 @@ _WRAPPERS = [
     (re.compile(r"^\\text(?:bf)?\{(.*)\}$", re.S), r"\1"),
 ]
 _DROP = [r"\left", r"\right", r"\!", r"\,", r"\;", r"\:", r"\ ", "^\\circ", "^{\\circ}", "\\displaystyle"]
+# A percent sign at the end of an answer is dropped: `25\%` is the answer 25 (see
+# docs/aggregators.md, "Percentages"). Benchmarks write percentage answers as the bare number.
+_PERCENT = re.compile(r"\s*(?:\\%|%)$")
 _NUM = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)")
 _FRAC = re.compile(r"([-+]?)\\[dt]?frac\{([-+]?\d+)\}\{([-+]?\d+)\}")
 _SLASH = re.compile(r"([-+]?\d+)/(\d+)")
 
 
 def normalize_answer(s) -> str | None:
-    """A canonical string for an answer: wrappers, spacing, thousands separators and trailing
-    punctuation removed; `\\dfrac`/`\\tfrac` spelled `\\frac`. None or empty stays None."""
+    """A canonical string for an answer: wrappers, spacing, thousands separators, trailing
+    punctuation and a trailing percent sign removed; `\\dfrac`/`\\tfrac` spelled `\\frac`.
+    None or empty stays None."""
     return None if s is None else _normalize(str(s))
 
 
@@ -55,30 +59,24 @@ def _normalize(s: str) -> str | None:
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
     s = _THOUSANDS.sub(lambda m: m.group(1).replace(",", ""), s)
     s = _SPACES.sub(" ", s).strip().rstrip(".").strip()
+    s = _PERCENT.sub("", s)
     if s.startswith("\\$"):
         s = s[2:].strip()
     return s or None
 
 
 def as_number(s: str) -> Fraction | None:
-    """The exact value of a plain number, simple fraction or percentage string, else None."""
+    """The exact value of a plain number or simple fraction string, else None."""
     t = s.replace(" ", "")
-    pct = t.endswith("\\%") or t.endswith("%")
-    if pct:
-        t = t[:-2] if t.endswith("\\%") else t[:-1]
-    value = None
     if _NUM.fullmatch(t):
-        value = Fraction(t)
-    else:
-        m = _FRAC.fullmatch(t) or _SLASH.fullmatch(t)
-        if m:
-            groups = m.groups()
-            sign = -1 if (len(groups) == 3 and groups[0] == "-") else 1
-            num, den = int(groups[-2]), int(groups[-1])
-            value = None if den == 0 else sign * Fraction(num, den)
-    if value is not None and pct:
-        value /= 100
-    return value
+        return Fraction(t)
+    m = _FRAC.fullmatch(t) or _SLASH.fullmatch(t)
+    if not m:
+        return None
+    groups = m.groups()
+    sign = -1 if (len(groups) == 3 and groups[0] == "-") else 1
+    num, den = int(groups[-2]), int(groups[-1])
+    return None if den == 0 else sign * Fraction(num, den)
 
 
 @lru_cache(maxsize=None)
@@ -94,7 +92,7 @@ def _fingerprint(s: str) -> tuple[frozenset, complex] | None:
     """(free symbols, value at a fixed point) of an answer that math-verify parses to a plain
     expression — not an equation, set, interval, tuple or matrix, which have their own comparison
     rules — else None. Each symbol takes a value fixed by its name, so equal expressions in the
-    same symbols give equal values. Percentages are left to math-verify's own rules."""
+    same symbols give equal values. A percent sign left inside an expression is math-verify's to read."""
     import zlib
 
     from sympy import Expr

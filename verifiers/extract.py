@@ -1,26 +1,36 @@
 """Pull the final answer out of a generated text.
 
-Each extractor returns the answer as written (a string) or None. `extract_answer` picks one by
-name; `auto` tries the boxed form, then "the answer is", then the last number, because that is the
-order of how deliberately a model marks its answer.
+Each extractor returns the answer (a string) or None; never a sentence. `extract_answer` picks one
+by name; `auto` tries, in the order of how deliberately a model marks its answer: the last
+`\\boxed{}`, GSM8K's `#### N`, the answer after a phrase such as "the answer is" (read by
+math-verify), then the last number.
 """
 from __future__ import annotations
 
 import re
+import threading
+from functools import lru_cache
 from typing import Callable
+
+from verifiers.numbers import NUMBER, last_number, plain_numbers
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*")
 _GSM8K = re.compile(r"####\s*([^\n]+)")
-_ANSWER_IS = re.compile(
-    r"(?:final\s+answer|the\s+answer|answer)\s*(?:is|:|=)\s*(?::\s*)?(.+)", re.IGNORECASE
-)
-# A number, with optional sign, thousands separators and decimals ("1,234.5", "-3", ".5").
-_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+")
-_LEADING_NUMBER = re.compile(r"^\$?\s*(" + _NUMBER.pattern + r")(?![\w/^])")
+# Where a model announces its answer. math-verify's own anchors also accept "answer" followed by
+# any number within 50 characters ("to find the answer we add 3 and 5" gives 3), so we find the
+# announcement ourselves and let math-verify read the answer that follows it.
+_ANSWER_IS = re.compile(r"(?:final\s+answer|the\s+answer|answer)\s*(?:is|:|=)", re.IGNORECASE)
+_LEADING_NUMBER = re.compile(r"^\$?\s*(" + NUMBER.pattern + r")(?![\w/^])")
 _CHOICE_PATTERNS = [
     re.compile(r"answer\s*(?:is|:)\s*\(?\s*([A-E])\s*\)?(?![\w])", re.IGNORECASE),
     re.compile(r"\(([A-E])\)"),
 ]
+# The rest of an announcement's sentence (a full stop ends it, a decimal point does not).
+_SENTENCE = re.compile(r"[^\n]*?(?=\.\s|\.$|\n|$)")
+# A word: two letters or more, not the name of a LaTeX command ("\\pi", "\\frac").
+_WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")
+# math-verify's time limit (seconds) for one parse; SIGALRM, so main thread only (as in equivalence).
+PARSE_TIMEOUT_S = 5
 
 
 def _braced(text: str, start: int) -> tuple[str, int] | None:
@@ -53,47 +63,82 @@ def extract_boxed(text: str) -> str | None:
     return None if found is None else found.strip()
 
 
-def extract_gsm8k(text: str) -> str | None:
-    """GSM8K's `#### N` marker (the last one)."""
+def gsm8k_line(text: str) -> str | None:
+    """What follows the last `####` on its line (GSM8K's answer marker), stripped."""
     hits = _GSM8K.findall(text)
-    if not hits:
-        return None
-    ans = hits[-1].strip()
-    num = _LEADING_NUMBER.match(ans)
-    return num.group(1) if num else (ans.rstrip(".").strip() or None)
+    return (hits[-1].strip().rstrip(".").strip() or None) if hits else None
 
 
-def _clean_phrase(phrase: str) -> str | None:
-    phrase = phrase.strip()
-    boxed = extract_boxed(phrase)
-    if boxed is not None:
-        return boxed
-    math = re.match(r"^\$+([^$]+)\$+", phrase) or re.match(r"^\\\((.+?)\\\)", phrase)
-    if math:
-        return math.group(1).strip()
-    num = _LEADING_NUMBER.match(phrase)
-    if num:
-        return num.group(1)
-    # Otherwise the phrase up to the end of its sentence.
-    phrase = re.split(r"\.\s|\.$|\n", phrase, maxsplit=1)[0]
-    phrase = phrase.strip().strip("*").strip()
-    return phrase or None
+def extract_gsm8k(text: str) -> str | None:
+    """The number after the last `####`; anything after it on the line (units, or a run-on
+    continuation) is not part of the answer, and a line without a number gives None."""
+    line = gsm8k_line(text)
+    num = _LEADING_NUMBER.match(plain_numbers(line)) if line else None
+    return num.group(1) if num else None
+
+
+@lru_cache(maxsize=1)
+def _anchored_targets():
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig
+
+    # Only anchored patterns: an answer phrase with nothing mathematical after it must fall through
+    # to the next rule rather than to some other number of the text.
+    return (LatexExtractionConfig(try_extract_without_anchor=False),
+            ExprExtractionConfig(try_extract_without_anchor=False))
+
+
+def _parse(text: str, targets) -> list:
+    from math_verify import parse
+
+    main = threading.current_thread() is threading.main_thread()
+    # first_match: math-verify tries only its best-placed match, and returns [value, string] for it
+    # ([string] alone when it does not parse), so the string is the one the value came from.
+    return parse(text, targets, fallback_mode="first_match", extraction_mode="first_match",
+                 parsing_timeout=PARSE_TIMEOUT_S if main else None)
+
+
+def _math_verify_answer(segment: str) -> str | None:
+    """The answer math-verify reads after the announcement that opens `segment`, as the string it
+    matched (normalised by it), or None when that string does not parse as mathematics."""
+    got = _parse(segment, _anchored_targets())
+    if len(got) == 2 and isinstance(got[1], str):
+        # its plain-expression match runs on over the sentence's full stop ("5/2.")
+        return got[1].strip().rstrip(".,;:").strip() or None
+    return None
+
+
+def _plain_formula(phrase: str) -> str | None:
+    """The announcement's sentence when it is a formula written without `$` ("x^2+1", "(1, 2)",
+    "5/2"): no words in it, and it parses. math-verify's anchored patterns only read numbers or
+    `$...$` after an announcement."""
+    from math_verify import LatexExtractionConfig
+
+    formula = _SENTENCE.match(phrase.lstrip(" :*")).group(0).strip().strip("*").strip()
+    if not formula or _WORD.search(formula) or "$" in formula or _BOXED.search(formula):
+        return None  # words; or math-verify's to read (`$...$`, a box)
+    got = _parse("$" + formula + "$", (LatexExtractionConfig(),))
+    return formula if len(got) == 2 else None
 
 
 def extract_answer_is(text: str) -> str | None:
-    """What follows the last "the answer is" / "answer:"."""
+    """The mathematical answer after the last "the answer is" / "final answer is" / "answer:" that
+    is followed by one (each announcement is read up to the next); None rather than a sentence."""
+    text = plain_numbers(text)
     hits = list(_ANSWER_IS.finditer(text))
-    for m in reversed(hits):
-        got = _clean_phrase(m.group(1))
+    for j in range(len(hits) - 1, -1, -1):
+        end = hits[j + 1].start() if j + 1 < len(hits) else len(text)
+        # A formula filling the sentence first: math-verify's plain-text reader wants a number and
+        # looks up to 50 characters on, past the sentence ("answer is x^2+1. Then 3" gives 3).
+        got = (_plain_formula(text[hits[j].end():end])
+               or _math_verify_answer(text[hits[j].start():end]))
         if got:
             return got
     return None
 
 
 def extract_last_number(text: str) -> str | None:
-    """The last number in the text."""
-    hits = _NUMBER.findall(text)
-    return hits[-1] if hits else None
+    """The last number in the text (integer, decimal, fraction; `1.5e3` and `2 1/2` read whole)."""
+    return last_number(text)
 
 
 def extract_choice(text: str) -> str | None:
@@ -111,7 +156,7 @@ def extract_choice(text: str) -> str | None:
 
 
 def extract_auto(text: str) -> str | None:
-    for fn in (extract_boxed, extract_answer_is, extract_last_number):
+    for fn in (extract_boxed, extract_gsm8k, extract_answer_is, extract_last_number):
         got = fn(text)
         if got:
             return got

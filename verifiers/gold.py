@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from verifiers.equivalence import normalize_answer
-from verifiers.extract import extract_boxed, extract_gsm8k
+from verifiers.extract import extract_boxed, extract_gsm8k, gsm8k_line
 
 
 def normalize_gold(answer) -> str | None:
@@ -23,7 +23,8 @@ def normalize_gold(answer) -> str | None:
         return str(answer)
     text = str(answer)
     if "####" in text:
-        return normalize_answer(extract_gsm8k(text))
+        # a gold answer is written by people: a non-numeric one is kept whole
+        return normalize_answer(extract_gsm8k(text) or gsm8k_line(text))
     if "\\boxed" in text or "\\fbox" in text:
         return normalize_answer(extract_boxed(text))
     return normalize_answer(text)

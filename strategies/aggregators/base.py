@@ -31,6 +31,11 @@ class Batch:
         """(R,K) bool: the sample has an answer and may vote."""
         return self.cls >= 0
 
+    @property
+    def samples(self) -> np.ndarray:
+        """(R,K) bool: a sample, answered or not (False only for padding, whose text id is -1)."""
+        return self.text >= 0
+
     def field(self, name: str) -> np.ndarray:
         return self.fields[name]
 

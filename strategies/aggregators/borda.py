@@ -1,7 +1,9 @@
 """Self-certainty Borda voting: rank samples by self-certainty; rank r casts (N - r + 1)^p votes.
 
-p = 0 is majority voting; large p approaches Best-of-N. Only samples with an answer are ranked
-(N counts them), and equal self-certainties share the better rank.
+p = 0 is majority voting; large p approaches Best-of-N. `rank=all` (the default, as the reference
+implementation does it) ranks every sample, answered or not: a sample without an answer takes its
+rank and casts no vote, and N counts all samples. `rank=answered` ranks only the samples with an
+answer (N counts them). Equal self-certainties share the better rank.
 """
 from __future__ import annotations
 
@@ -29,7 +31,11 @@ class Borda(Aggregator):
     name = "borda"
     summary = "self-certainty rank vote, (N - rank + 1)^p votes"
     needs = ("self_certainty",)
-    options = {"p": Option(0.5, float, "rank exponent: 0 = majority, large = Best-of-N")}
+    options = {
+        "p": Option(0.5, float, "rank exponent: 0 = majority, large = Best-of-N"),
+        "rank": Option("all", str, "all: rank every sample, answered or not (the reference); "
+                       "answered: rank only samples with an answer", ("all", "answered")),
+    }
 
     def validate(self):
         if self.opts["p"] < 0:
@@ -37,8 +43,11 @@ class Borda(Aggregator):
 
     def score(self, b: Batch):
         sc = b.field("self_certainty")
-        mask = b.votes & np.isfinite(sc)
-        rank = competition_rank(np.where(mask, sc, -np.inf))
-        n = mask.sum(axis=1, keepdims=True)
-        votes = np.where(mask, np.maximum(n - rank + 1, 0).astype(float) ** self.opts["p"], 0.0)
-        return class_sum(np.where(mask, b.cls, -1), votes, b.n_classes), mask
+        voters = b.votes & np.isfinite(sc)
+        ranked = b.samples if self.opts["rank"] == "all" else voters
+        # An unanswered sample without a self-certainty (a pool from another tool) still counts in
+        # N but ranks below every sample that has one, so it moves no voter's rank.
+        rank = competition_rank(np.where(ranked & np.isfinite(sc), sc, -np.inf))
+        n = ranked.sum(axis=1, keepdims=True)
+        votes = np.where(voters, np.maximum(n - rank + 1, 0).astype(float) ** self.opts["p"], 0.0)
+        return class_sum(np.where(voters, b.cls, -1), votes, b.n_classes), voters

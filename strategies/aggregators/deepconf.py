@@ -1,11 +1,14 @@
 """DeepConf (offline): a confidence-weighted vote over the most confident samples.
 
-Each sample's confidence c_i comes from its per-token DeepConf confidences C_t (`score`): `mean`
-(the per-sample `confidence` summary, so it works without --trace), `tail` (mean of the last
-`tail` tokens), `bottom` (mean of the lowest 10% of sliding-window means, window `window`, the
-whole trace when shorter) or `min` (the lowest window mean). The samples with an answer whose c_i
-is at or above the (1 - keep) percentile are kept (keep=0.1 is DeepConf-low, 0.9 DeepConf-high),
-and V(a) = sum of c_i over the kept samples of answer a.
+Each sample's confidence c_i comes from its per-token DeepConf confidences C_t (`score`): `bottom`
+(the default, the paper's best offline measure: mean of the lowest 10% of sliding-window means,
+window `window`, the whole trace when shorter), `min` (the lowest window mean), `tail` (mean of the
+last `tail` tokens) or `mean`. The samples with an answer whose c_i is at or above the (1 - keep)
+percentile are kept (keep=0.9, the default, is DeepConf-high; 0.1 DeepConf-low), and
+V(a) = sum of c_i over the kept samples of answer a.
+
+A sample no longer than one window (or than the tail) has the whole-trace mean as every score,
+and `tts generate` writes that mean as the sample's `confidence`: such samples need no --trace.
 """
 from __future__ import annotations
 
@@ -57,7 +60,7 @@ class DeepConf(Aggregator):
     name = "deepconf"
     summary = "confidence-weighted vote over the most confident samples"
     options = {
-        "score": Option("mean", str, "per-sample confidence", ("mean", "tail", "bottom", "min")),
+        "score": Option("bottom", str, "per-sample confidence", ("bottom", "min", "tail", "mean")),
         "window": Option(2048, int, "sliding-window length (bottom, min)"),
         "tail": Option(2048, int, "tokens at the end (tail)"),
         "keep": Option(0.9, float, "fraction kept: 0.1 DeepConf-low, 0.9 DeepConf-high"),
@@ -74,19 +77,24 @@ class DeepConf(Aggregator):
         if self.opts["window"] < 1 or self.opts["tail"] < 1:
             raise ValueError("deepconf: options window and tail must be >= 1")
 
+    def _span(self) -> float:
+        """Trace length up to which the score is the whole-trace mean."""
+        o = self.opts
+        return {"mean": np.inf, "tail": o["tail"], "bottom": o["window"], "min": o["window"]}[o["score"]]
+
     def sample_fields(self, sample: dict) -> dict[str, float]:
         o = self.opts
         conf = (sample.get("trace") or {}).get("confidence")
-        if o["score"] == "mean" and conf is None:
-            value = sample.get("confidence")
-            if value is None:
-                raise PoolError("deepconf needs each sample's `confidence` (or trace.confidence)")
+        if conf is not None:
+            return {self.field_name: trace_confidence(conf, o["score"], o["window"], o["tail"])}
+        value, n = sample.get("confidence"), sample.get("n_tokens")
+        if value is not None and (o["score"] == "mean" or (n is not None and n <= self._span())):
             return {self.field_name: float(value)}
-        if conf is None:
-            raise PoolError(
-                f"deepconf score={o['score']} needs per-token confidences (samples[].trace.confidence); "
-                "rerun `tts generate` with --trace, or use --opt score=mean")
-        return {self.field_name: trace_confidence(conf, o["score"], o["window"], o["tail"])}
+        if o["score"] == "mean":
+            raise PoolError("deepconf needs each sample's `confidence` (or trace.confidence)")
+        raise PoolError(
+            f"deepconf score={o['score']} needs per-token confidences (samples[].trace.confidence) for samples "
+            f"longer than {self._span()} tokens; rerun `tts generate` with --trace, or use --opt score=mean")
 
     def score(self, b: Batch):
         c = b.field(self.field_name)

@@ -6,8 +6,9 @@ from typing import Iterable
 
 import numpy as np
 
-from strategies.aggregators.api import Pool, aggregate_pools, build_pool, prepare, stack
+from strategies.aggregators.api import Pool, aggregate_pools, build_pool, parse_methods, prepare, stack
 from strategies.aggregators.base import TIE_TOL, Aggregator, Batch, decide
+from strategies.evaluation.bootstrap import draw_means, interval, paired
 from strategies.evaluation.metrics import brier, ece, pass_at_k, tie_credit
 from verifiers import equivalent, normalize_gold
 
@@ -68,11 +69,37 @@ def _entry_credit(entry: dict, gold: str) -> tuple[float, float]:
     return credit, float(entry.get("confidence") or 0.0)
 
 
-def _method_row(problems: list[Problem], label: str, tokens: float) -> dict:
+def _credits(problems: list[Problem], label: str) -> tuple[np.ndarray, np.ndarray]:
+    """(tie credit, confidence) per problem of one recorded method."""
     pairs = np.array([_entry_credit(p.aggregates[label], p.gold) for p in problems]).reshape(-1, 2)
-    credit, conf = pairs[:, 0], pairs[:, 1]
+    return pairs[:, 0], pairs[:, 1]
+
+
+def _method_row(credit: np.ndarray, conf: np.ndarray, tokens: float) -> dict:
     return {"accuracy": float(credit.mean()), "ece": ece(conf, credit), "brier": brier(conf, credit),
             "tokens": tokens}
+
+
+BASELINE = "majority"
+
+
+def _baseline_credit(problems: list[Problem], credits: dict[str, np.ndarray]) -> np.ndarray:
+    """Majority voting's per-problem credit: the recorded one if evaluated, else computed."""
+    if BASELINE in credits:
+        return credits[BASELINE]
+    fresh = aggregate_pools([p.pool for p in problems], parse_methods([BASELINE]))
+    return np.array([_entry_credit(a[BASELINE], p.gold)[0] for p, a in zip(problems, fresh)])
+
+
+def _significance(rows: dict, credits: dict[str, np.ndarray], base: np.ndarray, draws: int, seed: int) -> None:
+    """Add to each method's row its 95% bootstrap interval over problems and, against majority
+    voting on the same draws, the share of draws it wins."""
+    labels = list(credits)
+    means = draw_means(np.vstack([credits[lab] for lab in labels] + [base]), draws, seed)
+    for lab, m, ci in zip(labels, means, interval(means[:-1])):
+        rows[lab]["ci95"] = [float(ci[0]), float(ci[1])]
+        if lab != BASELINE:
+            rows[lab]["vs_majority"] = paired(m, means[-1])
 
 
 def common_labels(problems: list[Problem]) -> list[str]:
@@ -84,9 +111,13 @@ def common_labels(problems: list[Problem]) -> list[str]:
 
 
 def summarize(problems: list[Problem], methods: list[tuple[str, Aggregator]] | None = None,
-              ks: list[int] | None = None, jobs: int = 1) -> dict:
+              ks: list[int] | None = None, jobs: int = 1, bootstrap: int = 10000, seed: int = 0) -> dict:
     """Per-method accuracy (ties earn 1/|ties|), ECE (10 bins), Brier and mean tokens per
     problem; mean single-sample accuracy, unbiased pass@k and the oracle (any sample correct).
+
+    With `bootstrap` draws (0: none), each method also gets `ci95`, its 95% percentile interval
+    over problems, and `vs_majority`, a paired comparison with majority voting on the same draws
+    (seeded by `seed`).
 
     Methods: the recorded `aggregates` found in every problem, or, with `methods`, a fresh
     aggregation of the pools.
@@ -104,16 +135,24 @@ def summarize(problems: list[Problem], methods: list[tuple[str, Aggregator]] | N
     finishes = [s.get("finish") for p in problems for s in p.pool.samples]
     known = sum(f is not None for f in finishes)
     cut = sum(f == "length" for f in finishes)
-    return {
+    credits, rows = {}, {}
+    for lab in labels:
+        credits[lab], conf = _credits(problems, lab)
+        rows[lab] = _method_row(credits[lab], conf, tokens)
+    out = {
         "problems": len(problems),
         "samples": int(n.max()) if n.size else 0,
-        "methods": {lab: _method_row(problems, lab, tokens) for lab in labels},
+        "methods": rows,
         "single_sample_accuracy": float(np.mean(np.divide(c, n, out=np.zeros(len(n)), where=n > 0))) if n.size else float("nan"),
         "pass_at_k": {int(k): float(np.mean(pass_at_k(n, c, k))) for k in ks} if n.size else {},
         "oracle": float(np.mean(c > 0)) if n.size else float("nan"),
         "tokens": tokens,
         "truncated": {"samples": cut, "of": known, "share": cut / known if known else float("nan")},
     }
+    if bootstrap > 0 and problems and labels:
+        _significance(rows, credits, _baseline_credit(problems, credits), bootstrap, seed)
+        out["bootstrap"] = {"draws": bootstrap, "seed": seed, "level": 0.95, "baseline": BASELINE}
+    return out
 
 
 # --- curves ----------------------------------------------------------------------------------
@@ -145,11 +184,15 @@ def _class_table(problems: list[Problem], n_classes: int) -> np.ndarray:
 
 
 def curve(problems: list[Problem], methods: list[tuple[str, Aggregator]], ks: list[int] | None = None,
-          repeats: int = 10, seed: int = 0, jobs: int = 1) -> dict:
+          repeats: int = 10, seed: int = 0, jobs: int = 1, bootstrap: int = 10000) -> dict:
     """Accuracy vs K: for each K, `repeats` seeded random K-subsets of every problem's samples are
     re-aggregated by every method; mean ± std (over repeats) of accuracy and mean ECE per method.
     Per K also: pass@K (unbiased estimator), `oracle_mean` (any sample of the same subsets
     correct: the ceiling the methods are drawn against) and the mean tokens of the subsets.
+
+    The std is the spread over subset draws on these problems. With `bootstrap` draws, each point
+    also gets a 95% interval over problems: a bootstrap of the per-problem credit (averaged over
+    the repeats), which is the uncertainty a benchmark of this size carries.
 
     Identical subsets (K at or above a problem's size, or chance repeats) are aggregated once.
     """
@@ -163,6 +206,10 @@ def curve(problems: list[Problem], methods: list[tuple[str, Aggregator]], ks: li
     out = {"k": list(ks), "repeats": repeats, "seed": seed, "problems": P,
            "methods": {lab: {"accuracy_mean": [], "accuracy_std": [], "ece_mean": []} for lab, _ in methods},
            "pass_at_k": [], "oracle_mean": [], "tokens_mean": []}
+    if bootstrap > 0:
+        out["bootstrap"] = bootstrap
+        for row in out["methods"].values():
+            row.update(ci95_low=[], ci95_high=[])
     for k in ks:
         idx = draw_subsets(sizes, k, repeats, seed).reshape(repeats * P, -1)
         rows = np.tile(np.arange(P), repeats)
@@ -177,6 +224,7 @@ def curve(problems: list[Problem], methods: list[tuple[str, Aggregator]], ks: li
         # methods (at K = 1 every method's accuracy is this same quantity, up to sampling noise).
         hit = (sub.cls >= 0) & np.take_along_axis(correct[uniq[:, 0]], np.maximum(sub.cls, 0), axis=1)
         out["oracle_mean"].append(float(hit.any(axis=1)[inverse].reshape(repeats, P).mean()))
+        per_problem = []
         for label, method in methods:
             raw, _ = method.score(sub)
             d = decide(raw, sub.cls, sub.n_classes)
@@ -187,4 +235,10 @@ def curve(problems: list[Problem], methods: list[tuple[str, Aggregator]], ks: li
             row["accuracy_mean"].append(float(acc.mean()))
             row["accuracy_std"].append(float(acc.std()))
             row["ece_mean"].append(float(np.mean([ece(conf[r], credit[r]) for r in range(repeats)])))
+            per_problem.append(credit.mean(axis=0))
+        if bootstrap > 0 and methods:
+            # the same problem draws at every K and for every method (seeded by seed and P)
+            for (label, _), ci in zip(methods, interval(draw_means(np.vstack(per_problem), bootstrap, seed))):
+                out["methods"][label]["ci95_low"].append(float(ci[0]))
+                out["methods"][label]["ci95_high"].append(float(ci[1]))
     return out

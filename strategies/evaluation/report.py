@@ -6,14 +6,44 @@ def _fmt(v: float, digits: int = 4) -> str:
     return "-" if v != v else f"{v:.{digits}f}"  # NaN (no data) prints as "-"
 
 
+def _ci(row: dict, lo: str = "ci95", j: int | None = None) -> str:
+    if j is None:
+        return f"[{_fmt(row[lo][0])}, {_fmt(row[lo][1])}]" if lo in row else ""
+    return f"[{_fmt(row['ci95_low'][j])}, {_fmt(row['ci95_high'][j])}]" if "ci95_low" in row else ""
+
+
 def summary_table(s: dict) -> str:
     lines = [f"problems {s['problems']}   samples per problem (max) {s['samples']}   "
              f"mean tokens per problem {_fmt(s['tokens'], 1)}", ""]
     width = max([len("method")] + [len(m) for m in s["methods"]])
-    lines.append(f"{'method':<{width}}  {'accuracy':>8}  {'ECE':>6}  {'Brier':>6}  {'tokens':>9}")
+    boot = s.get("bootstrap")
+    head = f"{'method':<{width}}  {'accuracy':>8}"
+    if boot:
+        head += f"  {'95% CI':^18}"
+    head += f"  {'ECE':>6}  {'Brier':>6}  {'tokens':>9}"
+    if boot:
+        head += f"  {'> ' + boot['baseline']:>10}  {'= ' + boot['baseline']:>10}"
+    lines.append(head)
     for label, row in s["methods"].items():
-        lines.append(f"{label:<{width}}  {_fmt(row['accuracy']):>8}  {_fmt(row['ece']):>6}  "
-                     f"{_fmt(row['brier']):>6}  {_fmt(row['tokens'], 1):>9}")
+        line = f"{label:<{width}}  {_fmt(row['accuracy']):>8}"
+        if boot:
+            line += f"  {_ci(row):^18}"
+        line += f"  {_fmt(row['ece']):>6}  {_fmt(row['brier']):>6}  {_fmt(row['tokens'], 1):>9}"
+        if boot:
+            vs = row.get("vs_majority")
+            line += (f"  {_fmt(vs['wins'], 3):>10}  {_fmt(vs['ties'], 3):>10}" if vs else f"  {'—':>10}  {'—':>10}")
+        lines.append(line)
+    if boot:
+        b = boot["baseline"]
+        if any(row.get("ci95", [0, 1])[0] == row.get("ci95", [0, 1])[1] for row in s["methods"].values()):
+            # every problem scored alike: resampling them cannot show any spread
+            P = s["problems"]
+            lines += ["A zero-width interval: every problem scored the same, and resampling them shows no spread;",
+                      f"0 right of {P} has the exact binomial 95% interval [0, {1 - 0.025 ** (1 / P):.4f}]."]
+        lines += [f"95% CI: percentile bootstrap over problems ({boot['draws']} draws, seed {boot['seed']}).",
+                  f"> {b} / = {b}: share of the same draws in which the method's accuracy is above / equal to",
+                  f"{b} voting's (paired). Above 0.975: better than {b} at the 5% level (two-sided);",
+                  "the two shares together below 0.025: worse."]
     cut = s.get("truncated")
     if cut and cut["of"]:
         lines.append(f"cut off by the token limit: {cut['samples']} of {cut['of']} samples "
@@ -28,14 +58,23 @@ def summary_table(s: dict) -> str:
 
 def curve_table(c: dict) -> str:
     labels = list(c["methods"])
-    width = max([13] + [len(lab) for lab in labels])
+    boot = c.get("bootstrap")
+    width = max([31 if boot else 13] + [len(lab) for lab in labels])
     head = (f"{'K':>5}  " + "  ".join(f"{lab:>{width}}" for lab in labels)
             + f"  {'oracle':>7}  {'pass@K':>7}  {'tokens':>9}")
-    lines = [f"accuracy mean ± std over {c['repeats']} random subsets per K (seed {c['seed']}), "
-             f"{c['problems']} problems", head]
+    lines = [f"accuracy: mean ± std over {c['repeats']} random subsets per K (seed {c['seed']}), "
+             f"{c['problems']} problems.",
+             "± is the spread over subset draws on these problems, not uncertainty over problems."]
+    if boot:
+        lines.append(f"[lo, hi]: 95% bootstrap interval over the {c['problems']} problems ({boot} draws) of the "
+                     "accuracy averaged over the subsets.")
+    lines.append(head)
     for j, k in enumerate(c["k"]):
-        cells = [f"{c['methods'][lab]['accuracy_mean'][j]:.4f} ± {c['methods'][lab]['accuracy_std'][j]:.4f}"
-                 for lab in labels]
+        cells = []
+        for lab in labels:
+            row = c["methods"][lab]
+            cell = f"{row['accuracy_mean'][j]:.4f} ± {row['accuracy_std'][j]:.4f}"
+            cells.append(cell + (" " + _ci(row, j=j) if boot else ""))
         lines.append(f"{k:>5}  " + "  ".join(f"{cell:>{width}}" for cell in cells)
                      + f"  {c['oracle_mean'][j]:>7.4f}  {c['pass_at_k'][j]:>7.4f}  {c['tokens_mean'][j]:>9.1f}")
     lines.append("oracle: any of the K correct, on the same subsets as the methods; "

@@ -35,12 +35,14 @@ METHODS_HELP = """\
   rpc             PC after Weibull-mixture pruning of unlikely paths
   self-certainty  answer of the most self-certain sample (Best-of-N)
   borda           self-certainty rank vote: (N - rank + 1)^p votes;
-                  p=0.5
+                  p=0.5, rank=all|answered (all: every sample
+                  takes a rank, answered or not, as the reference)
   deepconf        confidence-weighted vote over the most confident
-                  samples; score=mean|tail|bottom|min (mean),
-                  window=2048, tail=2048, keep=0.9 (fraction kept:
-                  0.1 DeepConf-low, 0.9 DeepConf-high); scores other
-                  than mean need `tts generate --trace`"""
+                  samples; score=bottom|min|tail|mean (bottom:
+                  lowest 10% of window means), window=2048,
+                  tail=2048, keep=0.9 (fraction kept: 0.9
+                  DeepConf-high, 0.1 DeepConf-low); samples longer
+                  than the window need `tts generate --trace`"""
 
 
 def default_jobs(jobs: int) -> int:

@@ -23,8 +23,10 @@ class BenchMode(str, Enum):
 def bench(
     workload: Workload = typer.Option(Workload.fixed, "--workload", "-w",
                                       help="fixed: 32 samples of one GSM8K prompt, exactly 128 new tokens (EOS ignored). "
-                                      "realistic: 4 GSM8K prompts x 16 samples, up to 256 tokens, EOS honoured, T=0.7, "
-                                      "against one generate(num_return_sequences=16) per prompt."),
+                                      "realistic: 4 GSM8K prompts x 16 samples, up to 256 tokens, EOS honoured, T=0.7. "
+                                      "Both against one generate(num_return_sequences=n) per prompt (ratio) and all rows "
+                                      "in one left-padded generate() (ratio_batched); on CUDA also against generate() "
+                                      "with its static cache and torch.compile (ratio_static_compile)."),
     mode: BenchMode = typer.Option(BenchMode.discrete, "--mode",
                                    help="discrete: against generate(); soft: soft vs discrete tokens/s at 32 rows; "
                                    "softcot: SoftCoT (4 chains x 8, assistant = base) vs discrete at 32 rows."),
@@ -51,17 +53,23 @@ def bench(
         a, b = "softcot", "discrete"
     elif mode is BenchMode.soft:
         result = bench_soft(loaded, batch_size=batch_size, compile=compile)
-        a, b = "soft", "discrete"
+        sides, ratios = ("soft", "discrete"), {"ratio": "soft / discrete"}
     else:
         result = bench_vs_hf(loaded, workload.value, batch_size=batch_size, compile=compile)
-        a, b = "tts", "hf"
+        sides = ("tts", "tts_eager", "hf", "hf_batched", "hf_static_compile")
+        ratios = {"ratio": "tts / hf (one generate() per prompt)",
+                  "ratio_batched": "tts / hf_batched (all rows in one left-padded generate())",
+                  "ratio_static_compile": "tts / hf_static_compile (static cache + torch.compile)"}
     if json_out:
         typer.echo(orjson.dumps(result).decode())
         return
     typer.echo(f"workload  {result['workload']}  ({result['model']}, {result['device']}, {result['dtype']}, "
                f"{result['threads']} threads)")
-    for name in (a, b):
-        typer.echo(f"{name:<9} {result[f'{name}_tok_s']:>9.1f} tok/s  ({result[f'{name}_tokens']} tokens in "
-                   f"{result[f'{name}_seconds']:.1f} s)")
-    typer.echo(f"ratio     {result['ratio']:>9.2f}x")
+    for name in sides:
+        if f"{name}_tok_s" in result:
+            typer.echo(f"{name:<18} {result[f'{name}_tok_s']:>9.1f} tok/s  ({result[f'{name}_tokens']} tokens in "
+                       f"{result[f'{name}_seconds']:.1f} s)")
+    for key, label in ratios.items():
+        if key in result:
+            typer.echo(f"{key:<21} {result[key]:>6.2f}x  {label}")
     typer.echo(f"peak      {result['peak_fraction'] * 100:>8.1f}% of a {result['matmul_peak_gflops']:.0f} GFLOP/s matmul")

@@ -49,7 +49,10 @@ def evaluate(
                                         help="Accuracy vs K: K1,K2,... or auto (powers of two up to N, and N). "
                                              "Default: no curve (auto when --plot is given)."),
     repeats: int = typer.Option(10, "--repeats", min=1, help="Random subsets per K."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the random subsets."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random subsets and of the bootstrap over problems."),
+    bootstrap: int = typer.Option(10000, "--bootstrap", min=0,
+                                  help="Bootstrap draws over problems for the 95% intervals and the paired comparison "
+                                       "with majority voting (0 = none)."),
     plot: Optional[str] = typer.Option(None, "--plot", help="Write the accuracy-vs-K figure here (PNG, PDF, SVG, ...: from the extension; "
                                                              "missing folders are created). Default: no figure."),
     method: Optional[List[str]] = typer.Option(None, "--method", "-a",
@@ -85,7 +88,7 @@ def evaluate(
     if not problems:
         raise InputError("no record has both `samples` and a gold `answer`")
     jobs = default_jobs(jobs)
-    result = summarize(problems, methods, ks=ks, jobs=jobs)
+    result = summarize(problems, methods, ks=ks, jobs=jobs, bootstrap=bootstrap, seed=seed)
     if not result["methods"] and not methods:
         print("tts: warning: no recorded `aggregates` common to all records; run `tts aggregate` or pass -a",
               file=sys.stderr)
@@ -95,7 +98,8 @@ def evaluate(
         for warning in curve_size_warnings(ks, [p.pool.size for p in problems]):
             print(warning, file=sys.stderr)
         with translate_pool_errors(input, lines):
-            result["curve"] = run_curve(problems, chosen, ks, repeats=repeats, seed=seed, jobs=jobs)
+            result["curve"] = run_curve(problems, chosen, ks, repeats=repeats, seed=seed, jobs=jobs,
+                                        bootstrap=bootstrap)
         if plot:
             from strategies.evaluation.plot import plot_curve
 
@@ -113,10 +117,12 @@ def evaluate(
 evaluate.__doc__ += (
     "\n\nPer method: accuracy (tied winners earn 1/|ties| each), ECE (10 bins over the winner's "
     "confidence), Brier score and mean tokens per problem; for the pool: mean single-sample accuracy, "
-    "unbiased pass@k and the oracle (any sample correct); the share of samples cut off by the token "
-    "limit (finish: length), whose answers may be fragments.\n\n"
+    "unbiased pass@k and the oracle (any sample correct); a 95% bootstrap interval over problems, and "
+    "the share of bootstrap draws in which each method beats (or ties) majority voting; the share of "
+    "samples cut off by the token limit (finish: length), whose answers may be fragments.\n\n"
     "--curve: for each K, --repeats seeded random K-subsets of every problem's samples are "
-    "re-aggregated; mean ± std accuracy per method, and the oracle on the same subsets. --plot draws "
-    "it (log-2 K axis, error bands).\n\n"
+    "re-aggregated; mean ± std accuracy per method (± is the spread over subset draws), the 95% "
+    "interval over problems, and the oracle on the same subsets. --plot draws it (log-2 K axis, "
+    "error bands).\n\n"
     "Warnings (stderr): record ids that appear more than once, --curve K larger than a problem's pool."
 )
