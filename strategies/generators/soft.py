@@ -54,7 +54,7 @@ class Soft(Generator):
 
     def __init__(self, params: SoftParams | None = None):
         self.p = params or SoftParams()
-        self._answer_sp: dict[tuple, SamplingParams] = {}   # answer settings stacked per batch size
+        self._stacked: dict[tuple, SamplingParams] = {}   # (phase, rows, device) -> settings on the device
 
     def setup(self, text) -> None:
         super().setup(text)
@@ -72,14 +72,14 @@ class Soft(Generator):
         think = [b for b, r in enumerate(rows) if r.state["phase"] == "think"]
         other = [b for b, r in enumerate(rows) if r.state["phase"] != "think"]
         if not think:  # no concept step in this batch: plain sampling, no gathers
-            return Choice(draw_tokens(rows, logits, self._answer(len(rows), logits.device)))
+            return Choice(draw_tokens(rows, logits, self._settings("answer", len(rows), logits.device)))
         tokens = torch.zeros(len(rows), dtype=torch.long, device=logits.device)
         if other:
             idx = torch.tensor(other, device=logits.device)
-            tokens[idx] = draw_tokens([rows[b] for b in other], logits[idx], self._answer(len(other), logits.device))
+            tokens[idx] = draw_tokens([rows[b] for b in other], logits[idx], self._settings("answer", len(other), logits.device))
         t_idx = torch.tensor(think, device=logits.device)
         z = logits[t_idx]
-        sp = SamplingParams.stack([self.p.thinking] * len(think), logits.device)
+        sp = self._settings("thinking", len(think), logits.device)
         probs, ids = truncated_sorted(z, sp)
         width = DIRICHLET_WIDTH if self._dirichlet_truncated else self.p.max_topk
         ids = ids[:, :width]
@@ -94,11 +94,12 @@ class Soft(Generator):
     def _dirichlet_truncated(self) -> bool:
         return self.p.noise == "dirichlet" and self.p.dirichlet_on == "truncated"
 
-    def _answer(self, n: int, device) -> SamplingParams:
-        key = (n, device)
-        if key not in self._answer_sp:
-            self._answer_sp[key] = SamplingParams.stack([self.p.answer] * n, device)
-        return self._answer_sp[key]
+    def _settings(self, phase: str, n: int, device) -> SamplingParams:
+        """The phase's settings for n rows, stacked once per row count (not uploaded every step)."""
+        key = (phase, n, device)
+        if key not in self._stacked:
+            self._stacked[key] = SamplingParams.stack([getattr(self.p, phase)] * n, device)
+        return self._stacked[key]
 
     def _cold_stop_entropy(self, logits: torch.Tensor, sig, t_idx) -> torch.Tensor:
         """What Cold Stop watches: H(softmax(z/T)) over the full vocabulary. At T = 0 that entropy
