@@ -1,18 +1,24 @@
-"""The engine's public surface: what any backend (our sampler, or another engine such as vLLM)
-offers the runner, which turns input records into requests and finished requests into output
-records without knowing which backend ran them.
+"""The engine's public surface: what any backend (our sampler, vLLM, vLLM under Ray) offers the
+runner, which turns input records into requests and finished requests into output records without
+knowing which backend ran them.
 
 A backend takes requests (prompt ids, N samples, the record id that keys each sample's random
 stream as (seed, record id, sample index)) and yields them back, in input order, with every row
 finished: its token ids, per-token signals and finish reason. A controller (control.py) stops
 rows mid-flight where the backend supports it.
+
+`Backend.run` is the scheduling loop both in-process backends share: admit requests, place rows
+into free slots (asking the controller first), step, retire finished rows. A backend supplies
+`admit`, `place`, `step` and `_retire`; `capacity` is how many rows it runs at once.
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-from strategies.rows import Request, Row
+from strategies.control import SKIP, START, Controller
+from strategies.rows import SKIPPED, Request, Row
 
 SIGNALS = ("logprob", "entropy", "self_certainty", "confidence")
 
@@ -20,21 +26,131 @@ SIGNALS = ("logprob", "entropy", "self_certainty", "confidence")
 @dataclass(frozen=True)
 class Capabilities:
     modes: tuple[str, ...]                 # generators it can run (`--mode`)
+    # per signal: "exact", or how it was approximated (recorded in the run's `signals`)
     signals: dict[str, str] = field(default_factory=lambda: {s: "exact" for s in SIGNALS})
     stop_rows: bool = True                 # a controller can stop a row mid-flight
     inject: bool = True                    # prefill from given input embeddings (Request.inject)
 
 
+class BackendUnavailable(Exception):
+    """The engine cannot run here (not installed, or cannot serve these options); one line."""
+
+
+def decode_text(tokenizer, ids: list[int], stop: list[str]) -> str:
+    """A row's text: its tokens decoded without special tokens, cut at the first stop string."""
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    for s in stop:
+        cut = text.find(s)
+        if cut >= 0:
+            text = text[:cut]
+    return text
+
+
 class Backend:
     name = "base"
+    controller: Controller | None = None
+    capacity = 64                          # rows decoded at once
+    # Rows a controller holds back stay waiting while later requests are admitted, up to this
+    # many waiting rows per slot.
+    LOOKAHEAD = 4
 
     def capabilities(self) -> Capabilities:
         raise NotImplementedError
 
-    def run(self, requests: Iterable[Request]) -> Iterator[Request]:
-        """Decode every request; yield them, finished, in input order."""
-        raise NotImplementedError
+    def run_fields(self) -> dict:
+        """What the output record's `run` says about this backend (beyond the runner's own fields)."""
+        return {}
 
     def text_of(self, row: Row) -> str:
         """A finished row's text (stop strings cut off)."""
         raise NotImplementedError
+
+    # ----- what a backend supplies -----------------------------------------------------
+    def admit(self, req: Request) -> list[Row]:
+        """Prepare a request (prefill, or nothing) and create its rows, not yet placed."""
+        raise NotImplementedError
+
+    def place(self, row: Row, active: list[Row]) -> None:
+        """Start a row: it joins `active`."""
+        raise NotImplementedError
+
+    def step(self, active: list[Row]) -> None:
+        """Advance the active rows; set `finish` on those that end (a controller's stops included)."""
+        raise NotImplementedError
+
+    def _moved(self, src: int, dst: int, row: Row) -> None:
+        """`row` moved from slot `src` to the hole at `dst` (the engine moves its cache with it)."""
+
+    def _retire(self, active: list[Row]) -> None:
+        """Drop finished rows, moving the last active row into each hole (the batch stays dense)."""
+        slot = 0
+        while slot < len(active):
+            row = active[slot]
+            if row.finish is None:
+                slot += 1
+                continue
+            if self.controller is not None:
+                self.controller.finished(row)
+            self._release_prompt(row.req)
+            last = active.pop()
+            if slot < len(active):
+                self._moved(len(active), slot, last)
+                active[slot] = last
+
+    def _release_prompt(self, req: Request) -> None:
+        """A request's rows have all finished or been skipped (free what they shared)."""
+
+    # ----- the shared scheduling loop --------------------------------------------------
+    def run(self, requests: Iterable[Request]) -> Iterator[Request]:
+        """Decode every request; yield them, finished, in input order."""
+        source = iter(requests)
+        waiting: deque[Row] = deque()
+        active: list[Row] = []
+        in_order: deque[Request] = deque()
+        exhausted = False
+        while True:
+            exhausted = self._fill(source, waiting, active, in_order, exhausted)
+            while in_order and in_order[0].done:
+                yield in_order.popleft()
+            if not active:
+                if exhausted and not waiting:
+                    break
+                if waiting:  # nothing runs, and the controller lets nothing start: no step could change that
+                    raise RuntimeError("the controller holds back every waiting row while none runs")
+                continue
+            self.step(active)
+            self._retire(active)
+        while in_order:
+            yield in_order.popleft()
+
+    def _fill(self, source, waiting: deque, active: list, in_order: deque, exhausted: bool) -> bool:
+        """Place waiting rows into free slots, admitting requests as needed; returns `exhausted`."""
+        while len(active) < self.capacity:
+            row = self._next_row(waiting)
+            if row is not None:
+                self.place(row, active)
+                continue
+            if exhausted or len(waiting) >= self.LOOKAHEAD * self.capacity:
+                break
+            req = next(source, None)
+            if req is None:
+                return True
+            in_order.append(req)
+            waiting.extend(self.admit(req))
+        return exhausted
+
+    def _next_row(self, waiting: deque) -> Row | None:
+        """The first waiting row allowed to start (rows a controller skips finish unstarted)."""
+        if self.controller is None:
+            return waiting.popleft() if waiting else None
+        for row in list(waiting):
+            verdict = self.controller.admit(row)
+            if verdict == START:
+                waiting.remove(row)
+                return row
+            if verdict == SKIP:
+                waiting.remove(row)
+                row.finish = SKIPPED
+                row.req.unplaced -= 1
+                self._release_prompt(row.req)
+        return None

@@ -13,21 +13,20 @@ The generator (strategies/generators/) decides tokens and next inputs; a control
 """
 from __future__ import annotations
 
-from collections import deque
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 import torch
 
-from strategies.backend import Backend, Capabilities
-from strategies.control import SKIP, START, Controller
+from strategies.backend import Backend, Capabilities, decode_text
+from strategies.control import Controller
 from strategies.decoder import Decoder, SharedPrefixes
 from strategies.generators import REGISTRY
 from strategies.generators.base import Generator, Text
 from strategies.layers import window_error
 from strategies.penalties import Penalties, PenaltyState
 from strategies.rng import row_rng
-from strategies.rows import LENGTH, SKIPPED, STOP, Choice, Request, Row, Step
+from strategies.rows import LENGTH, STOP, Choice, Request, Row, Step
 from strategies.sampler import Signals, raw_signals
 
 __all__ = ["Engine", "Request", "Row", "eos_token_ids"]
@@ -45,7 +44,7 @@ class Engine(Backend):
         self.tokenizer = tokenizer
         self.generator = generator
         self.controller = controller
-        self.batch_size = batch_size
+        self.batch_size = self.capacity = batch_size
         self.max_new_tokens = max_new_tokens
         self.stop = [s for s in stop if s]
         # a stop string spans at most this many tokens: every token decodes to at least one char
@@ -69,68 +68,22 @@ class Engine(Backend):
         if controller is not None:
             controller.bind(self.text_of)
 
+    @classmethod
+    def create(cls, loaded, generator, opts, progress=None, controller=None) -> "Engine":
+        return cls(loaded.model, loaded.tokenizer, generator, batch_size=opts.batch_size,
+                   max_new_tokens=opts.max_new_tokens, stop=opts.stop, seed=opts.seed,
+                   ignore_eos=opts.ignore_eos, progress=progress, compile=opts.compile,
+                   cuda_graphs=opts.cuda_graphs, controller=controller, penalties=opts.penalties,
+                   top_logprobs=opts.top_logprobs)
+
+    @staticmethod
+    def static_fields(opts) -> dict:
+        return {}
+
     def capabilities(self) -> Capabilities:
         return Capabilities(modes=tuple(REGISTRY))
 
-    # ----- scheduling ------------------------------------------------------------------
-    def run(self, requests: Iterable[Request]) -> Iterator[Request]:
-        """Decode every request; yield them, finished, in input order."""
-        source = iter(requests)
-        waiting: deque[Row] = deque()
-        active: list[Row] = []
-        in_order: deque[Request] = deque()
-        exhausted = False
-        while True:
-            exhausted = self._fill(source, waiting, active, in_order, exhausted)
-            while in_order and in_order[0].done:
-                yield in_order.popleft()
-            if not active:
-                if exhausted and not waiting:
-                    break
-                if waiting:  # nothing runs, and the controller lets nothing start: no step could change that
-                    raise RuntimeError("the controller holds back every waiting row while none runs")
-                continue
-            self.step(active)
-            self._retire(active)
-        while in_order:
-            yield in_order.popleft()
-
-    # Rows a controller holds back stay waiting while later requests are admitted, up to this
-    # many waiting rows per slot.
-    LOOKAHEAD = 4
-
-    def _fill(self, source, waiting: deque, active: list, in_order: deque, exhausted: bool) -> bool:
-        """Place waiting rows into free slots, admitting requests as needed; returns `exhausted`."""
-        while len(active) < self.batch_size:
-            row = self._next_row(waiting)
-            if row is not None:
-                self.place(row, active)
-                continue
-            if exhausted or len(waiting) >= self.LOOKAHEAD * self.batch_size:
-                break
-            req = next(source, None)
-            if req is None:
-                return True
-            in_order.append(req)
-            waiting.extend(self.admit(req))
-        return exhausted
-
-    def _next_row(self, waiting: deque) -> Row | None:
-        """The first waiting row allowed to start (rows a controller skips finish unstarted)."""
-        if self.controller is None:
-            return waiting.popleft() if waiting else None
-        for row in list(waiting):
-            verdict = self.controller.admit(row)
-            if verdict == START:
-                waiting.remove(row)
-                return row
-            if verdict == SKIP:
-                waiting.remove(row)
-                row.finish = SKIPPED
-                row.req.unplaced -= 1
-                self._release_prompt(row.req)
-        return None
-
+    # ----- what the scheduling loop (Backend.run) calls ----------------------------------
     def admit(self, req: Request) -> list[Row]:
         """Prefill a request's prompt and create its rows (not yet placed)."""
         if req.error is not None:
@@ -160,26 +113,12 @@ class Engine(Backend):
         row.started = True
         row.req.unplaced -= 1
 
-    def _retire(self, active: list[Row]) -> None:
-        """Drop finished rows, moving the last active row into each hole."""
-        slot = 0
-        while slot < len(active):
-            row = active[slot]
-            if row.finish is None:
-                slot += 1
-                continue
-            if self.controller is not None:
-                self.controller.finished(row)
-            self._release_prompt(row.req)
-            last = active.pop()
-            if slot < len(active):
-                self.decoder.cache.move_slot(len(active), slot, last.pos)
-                if self.penalties is not None:
-                    self.penalties.move(len(active), slot)
-                active[slot] = last
+    def _moved(self, src: int, dst: int, row: Row) -> None:
+        self.decoder.cache.move_slot(src, dst, row.pos)
+        if self.penalties is not None:
+            self.penalties.move(src, dst)
 
-    @staticmethod
-    def _release_prompt(req: Request) -> None:
+    def _release_prompt(self, req: Request) -> None:
         if req.unplaced == 0 and all(r.finish for r in req.rows):
             req.prefix = None  # no row reads the shared prompt cache any more
 
@@ -298,12 +237,7 @@ class Engine(Backend):
 
     # ----- results ---------------------------------------------------------------------
     def text_of(self, r: Row) -> str:
-        text = self.tokenizer.decode(r.ids, skip_special_tokens=True)
-        for s in self.stop:
-            cut = text.find(s)
-            if cut >= 0:
-                text = text[:cut]
-        return text
+        return decode_text(self.tokenizer, r.ids, self.stop)
 
 
 def to_host(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:

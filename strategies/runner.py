@@ -41,6 +41,29 @@ class GenerateOptions:
     system: str | None = None  # a system message put in front through the chat template
     penalties: Penalties = field(default_factory=Penalties)  # repetition / presence / frequency (off)
     top_logprobs: int = 0     # per token, the K most likely ids and their raw log-probabilities
+    backend: str = "native"   # which engine decodes (BACKENDS)
+    engine_args: dict = field(default_factory=dict)  # passed through to that engine (--engine-arg)
+
+
+# name -> "module:Class" of a Backend with `create(loaded, generator, opts, progress, controller)`
+# and `static_fields(opts)`; imported only when picked. Tests register their own fakes here.
+BACKENDS: dict[str, Any] = {
+    "native": "strategies.engine:Engine",
+    "vllm": "strategies.vllm_backend:VLLMBackend",
+    "ray": "strategies.ray_backend:RayBackend",
+}
+
+
+def backend_class(name: str):
+    entry = BACKENDS.get(name)
+    if entry is None:
+        raise InputError(f"unknown backend {name!r} (known: {', '.join(BACKENDS)})")
+    if isinstance(entry, str):
+        import importlib
+
+        module, _, cls = entry.partition(":")
+        entry = getattr(importlib.import_module(module), cls)
+    return entry
 
 
 class _Fatal(str):
@@ -117,9 +140,8 @@ def run_info(loaded, generator, opts: GenerateOptions) -> dict:
     info.update(generator.run_fields())
     # batch_size: float rounding differs with the batch's shape, which can flip a sampled token
     info.update({"max_new_tokens": opts.max_new_tokens, "stop": list(opts.stop), "seed": opts.seed,
-                 "raw": opts.raw, "batch_size": opts.batch_size,
-                 "dtype": str(loaded.model.dtype).removeprefix("torch."),
-                 "device": str(loaded.model.device), "torch": torch.__version__})
+                 "raw": opts.raw, "batch_size": opts.batch_size, "dtype": loaded.dtype,
+                 "device": loaded.device, "torch": torch.__version__})
     # the newer options appear only when set, so runs without them keep their old bytes
     if opts.system is not None:
         info["system"] = opts.system
@@ -131,7 +153,9 @@ def run_info(loaded, generator, opts: GenerateOptions) -> dict:
     # both change float rounding (fused kernels, padded shapes), so a record says which ran
     if opts.compile:
         info["compile"] = True
-    if str(loaded.model.device).startswith("cuda"):
+    if opts.backend != "native":  # how another engine ran it, and which signals are exact
+        info.update(backend_class(opts.backend).static_fields(opts))
+    elif loaded.device.startswith("cuda"):
         info["cuda_graphs"] = opts.cuda_graphs
     return info
 
@@ -141,7 +165,7 @@ def _requests(records: Iterable[Record], loaded, opts: GenerateOptions, generato
     in a row; the payload (record, id, last) marks a record's last one so the runner can join them."""
     from strategies.engine import Request
 
-    max_pos = max_positions(loaded.model.config)
+    max_pos = max_positions(loaded.config)
     for rec in records:
         if rec.error:
             yield Request(key=None, prompt_ids=[], n=opts.n, payload=(rec, None, True), error=_error(rec.error, opts))
@@ -156,7 +180,7 @@ def _requests(records: Iterable[Record], loaded, opts: GenerateOptions, generato
             longest = max(len(p.prompt_ids) for p in parts)
             if longest + 1 > max_pos:
                 raise ValueError(f"prompt is {longest} tokens, longer than the model's context of {max_pos}")
-            too_long = window_error(loaded.model.config, longest, opts.max_new_tokens)
+            too_long = window_error(loaded.config, longest, opts.max_new_tokens)
             if too_long:
                 raise ValueError(too_long)
         except ValueError as e:
@@ -172,22 +196,36 @@ def _error(msg: str, opts: GenerateOptions) -> str:
 
 
 def generate(items: Iterable, loaded, generator, opts: GenerateOptions, progress=None,
-             controller=None) -> Iterator[dict]:
+             controller=None, backend=None) -> Iterator[dict]:
     """Yield one output record per input item (a dict or a tts_cli.io.Record), in input order.
+
+    The backend is built from `opts.backend` unless one is given (already started: a benchmark
+    reuses one engine across calls).
 
     With on_error="fail", a bad record raises InputError after every earlier record was yielded.
     """
-    from strategies.engine import Engine
-    from strategies.rows import SKIPPED
+    from strategies.backend import BackendUnavailable
 
-    backend = Engine(loaded.model, loaded.tokenizer, generator, batch_size=opts.batch_size,
-                     max_new_tokens=opts.max_new_tokens, stop=opts.stop, seed=opts.seed,
-                     ignore_eos=opts.ignore_eos, progress=progress, compile=opts.compile,
-                     cuda_graphs=opts.cuda_graphs, controller=controller, penalties=opts.penalties,
-                     top_logprobs=opts.top_logprobs)
+    created = backend is None
+    if created:
+        try:
+            backend = backend_class(opts.backend).create(loaded, generator, opts, progress, controller)
+        except BackendUnavailable as e:
+            raise InputError(str(e)) from None
     info = run_info(loaded, generator, opts)
     if controller is not None:
         info.update(controller.run_fields())
+    try:
+        yield from _records(backend, items, loaded, generator, opts, controller, info)
+    finally:
+        close = getattr(backend, "close", None)
+        if close is not None and created:
+            close()
+
+
+def _records(backend, items, loaded, generator, opts, controller, info) -> Iterator[dict]:
+    from strategies.rows import SKIPPED
+
     rows: list = []   # the rows of the record's requests so far (one request unless split)
     for req in backend.run(_requests(_as_records(items), loaded, opts, generator)):
         rec, rid, last = req.payload

@@ -26,11 +26,24 @@ class ModelNotFound(Exception):
 
 @dataclass
 class Loaded:
-    model: object
+    model: object      # None when another engine (vLLM) holds the weights: see load_meta
     tokenizer: object
     name: str          # what the user asked for
     source: str        # the path that was loaded
     sha256: str | None  # of the GGUF file, when there is one
+    meta: dict | None = None  # without a model: its config, dtype and device
+
+    @property
+    def config(self):
+        return self.model.config if self.model is not None else self.meta["config"]
+
+    @property
+    def dtype(self) -> str:
+        return str(self.model.dtype if self.model is not None else self.meta["dtype"]).removeprefix("torch.")
+
+    @property
+    def device(self) -> str:
+        return str(self.model.device if self.model is not None else self.meta["device"])
 
 
 def cache_dir() -> Path:
@@ -93,12 +106,18 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+# Bumped when the converted directory's contents change. 2: tied embeddings are stored under
+# their canonical name (model.embed_tokens.weight); layout 1 kept only lm_head.weight, which
+# transformers reads but vLLM's loader skips for tied models, leaving it random.
+CACHE_LAYOUT = 2
+
+
 def _gguf_to_cache(path: Path, digest: str) -> Path:
-    """Dequantise a GGUF once into <cache>/models/<hash>/ as a plain transformers directory."""
-    out = cache_dir() / "models" / digest[:24]
+    """Dequantise a GGUF once into <cache>/models/<hash>-<layout>/ as a plain transformers directory."""
+    out = cache_dir() / "models" / f"{digest[:24]}-{CACHE_LAYOUT}"
     if (out / ".complete").exists():
         return out
-    from safetensors.torch import save_model
+    from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     print(f"tts: converting {path.name} once to {out} (about half a minute)…", file=sys.stderr)
@@ -111,7 +130,7 @@ def _gguf_to_cache(path: Path, digest: str) -> Path:
         del config.quantization_config  # the copy is plain float weights
     config.save_pretrained(tmp)
     model.generation_config.save_pretrained(tmp)
-    save_model(model, str(tmp / "model.safetensors"))
+    save_file(_canonical_state(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
     tok.save_pretrained(tmp)
     (tmp / ".complete").write_text(str(path))
     if out.exists():  # another process finished first
@@ -121,6 +140,47 @@ def _gguf_to_cache(path: Path, digest: str) -> Path:
     else:
         tmp.rename(out)
     return out
+
+
+def _canonical_state(model) -> dict:
+    """The weights under transformers' names for safetensors: a tied output head is left out, as
+    transformers' own save_pretrained does (every loader then ties it to the embedding)."""
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    if getattr(model.config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)
+    seen = set()
+    for k, v in state.items():  # safetensors refuses shared storage: store any other twice
+        if v.data_ptr() in seen:
+            state[k] = v.clone()
+        seen.add(v.data_ptr())
+    return state
+
+
+def model_dir(name: str) -> str:
+    """Where another engine such as vLLM loads a model from: a local transformers directory, or a
+    hub id already in the local cache. The embedded GGUF is converted once, as for `load`."""
+    kind, loc = resolve(name)
+    if kind == "gguf":
+        return str(_gguf_to_cache(loc, file_sha256(loc)))
+    if kind == "tiny":
+        raise ModelNotFound(f"{name}: a built-in test model lives only in this process; another engine "
+                            "needs a model directory, a .gguf file or a cached hub id")
+    return str(loc)
+
+
+def load_meta(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto") -> Loaded:
+    """The tokenizer and config without the weights, for a run whose engine loads the model itself."""
+    device = pick_device(device)
+    torch_dtype = pick_dtype(dtype, device)
+    kind, loc = resolve(name)
+    _quiet_transformers()
+    sha = file_sha256(loc) if kind == "gguf" else None
+    path = model_dir(name)
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    return Loaded(None, _tokenizer(kind, path), name, path, sha,
+                  meta={"config": config, "dtype": torch_dtype, "device": device})
 
 
 def available_devices() -> list[str]:

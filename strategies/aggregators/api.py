@@ -109,6 +109,43 @@ def _pred(sample: dict, extract: str, truncated: str = "extract"):
     return normalize_answer(extract_answer(sample.get("text"), extract))
 
 
+# the per-token signal each per-sample field summarises (a run's `signals` labels these)
+FIELD_SIGNAL = {"mean_logprob": "logprob", "logprob": "logprob", "entropy": "entropy",
+                "self_certainty": "self_certainty", "confidence": "confidence"}
+_warned: set = set()
+
+
+def check_signals(rec: dict, methods: Iterable[Aggregator], position: int | None = None, warn=None) -> None:
+    """A run whose `signals` are not all exact (e.g. vLLM's entropy and self-certainty bounds):
+    say once on stderr which method reads an approximated signal; refuse (PoolError) a method
+    whose signal the run could not compute at all."""
+    labels = (rec.get("run") or {}).get("signals") if isinstance(rec.get("run"), dict) else None
+    if not labels:
+        return
+    for m in methods:
+        for field_name in m.reads():
+            sig = FIELD_SIGNAL.get(field_name)
+            label = labels.get(sig, "exact") if sig else "exact"
+            if label == "exact":
+                continue
+            if label == "unavailable":
+                e = PoolError(f"method {m.name} needs `{sig}`, which this run's backend could not compute "
+                              f"(run.signals); use a run from --backend native")
+                e.position = position
+                raise e
+            key = (m.name, sig, label)
+            if key not in _warned:
+                _warned.add(key)
+                (warn or _stderr)(f"tts: note: method {m.name} reads `{sig}`, which this run only approximates "
+                                  f"({label}; run.signals)")
+
+
+def _stderr(msg: str) -> None:
+    import sys
+
+    print(msg, file=sys.stderr)
+
+
 def _signal(sample: dict, name: str) -> float:
     v = sample.get(name)
     if v is None and name == "mean_logprob" and sample.get("logprob") is not None and sample.get("n_tokens"):
@@ -263,6 +300,8 @@ def aggregate_records(records: Iterable[dict], methods: list[tuple[str, Aggregat
 
 def _aggregate_chunk(records, start, methods, extract, jobs, truncated="extract"):
     todo = [(j, r) for j, r in enumerate(records) if "samples" in r]
+    for j, r in todo:
+        check_signals(r, [m for _, m in methods], start + j)
     pools = [build_pool(r["samples"], [m for _, m in methods], extract, start + j, truncated) for j, r in todo]
     results = aggregate_pools(pools, methods, jobs) if pools else []
     for (j, rec), pool, aggs in zip(todo, pools, results):

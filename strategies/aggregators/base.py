@@ -64,6 +64,11 @@ class Aggregator:
     options: ClassVar[dict[str, Option]] = {}
     needs: ClassVar[tuple[str, ...]] = ()    # per-sample fields read from every sample
 
+    def reads(self) -> tuple[str, ...]:
+        """Every per-sample signal field this method's decision depends on (for labelled signals)."""
+        signal = getattr(self, "signal", None)
+        return tuple(self.needs) + ((signal,) if signal else ())
+
     def __init__(self, **opts):
         unknown = set(opts) - set(self.options)
         if unknown:

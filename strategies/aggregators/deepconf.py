@@ -59,6 +59,9 @@ def keep_top(c: np.ndarray, mask: np.ndarray, keep: float) -> np.ndarray:
 class DeepConf(Aggregator):
     name = "deepconf"
     summary = "confidence-weighted vote over the most confident samples"
+
+    def reads(self) -> tuple[str, ...]:
+        return ("confidence",)
     options = {
         "score": Option("bottom", str, "per-sample confidence", ("bottom", "min", "tail", "mean")),
         "window": Option(2048, int, "sliding-window length (bottom, min)"),

@@ -6,7 +6,9 @@ from typing import Iterable
 
 import numpy as np
 
-from strategies.aggregators.api import Pool, aggregate_pools, build_pool, parse_methods, prepare, stack
+from strategies.aggregators.api import (
+    Pool, aggregate_pools, build_pool, check_signals, parse_methods, prepare, stack,
+)
 from strategies.aggregators.base import TIE_TOL, Aggregator, Batch, decide
 from strategies.evaluation.bootstrap import draw_means, interval, paired
 from strategies.evaluation.metrics import brier, ece, pass_at_k, tie_credit
@@ -44,6 +46,7 @@ def load_problems(records: Iterable[dict], methods: Iterable[Aggregator] = (),
         if gold is None:
             skipped["no_gold"] += 1
             continue
+        check_signals(rec, methods, pos)
         pool = build_pool(rec["samples"], methods, extract, pos, truncated)
         correct = np.array([equivalent(rep, gold) for rep in pool.groups.reps], dtype=bool)
         problems.append(Problem(pool, gold, correct, rec.get("aggregates") or {}))

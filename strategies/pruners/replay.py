@@ -1,6 +1,6 @@
 """`tts prune`: the online pruners' decisions replayed on a stored `tts generate --trace` run.
 
-The replay is the engine's own scheduler (Engine.run: admission, waiting, slots, retirement)
+The replay is the engine's own scheduler (Backend.run: admission, waiting, slots, retirement)
 with the model replaced by the stored traces: each step appends every active row's next stored
 token and signals. The controller therefore sees exactly the calls it would see online with the
 same batch size, so online and replay decide the same for the same samples — including what
@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
-from strategies.backend import SIGNALS
-from strategies.engine import Engine
+from strategies.backend import SIGNALS, Backend, decode_text
 from strategies.records import sample_record
 from strategies.rows import SKIPPED, Request, Row
 
@@ -21,35 +20,20 @@ class TraceError(ValueError):
     pass
 
 
-class _NoCache:
-    def write_prefix(self, slot, prefix):
-        pass
-
-    def move_slot(self, src, dst, length):
-        pass
-
-
-class _NoDecoder:
-    cache = _NoCache()
-    max_positions = 1 << 62
-
-
 class _NoFields:
     def sample_fields(self, row, trace):
         return {}
 
 
-class ReplayEngine(Engine):
-    """Engine.run over stored traces: `Request.payload` holds the record's samples."""
+class ReplayEngine(Backend):
+    """Backend.run over stored traces: `Request.payload` holds the record's samples."""
 
     name = "replay"
 
     def __init__(self, tokenizer, controller, *, batch_size: int, stop=()):
-        self.decoder = _NoDecoder()
-        self.penalties = None  # stored traces: nothing is sampled
         self.tokenizer = tokenizer
         self.controller = controller
-        self.batch_size = batch_size
+        self.batch_size = self.capacity = batch_size
         self.stop = [s for s in stop if s]
         self.progress = None
         self.tokens_generated = 0
@@ -59,7 +43,6 @@ class ReplayEngine(Engine):
     def admit(self, req: Request) -> list[Row]:
         if req.error is not None:
             return []
-        req.prefix = [None]  # non-empty: the engine's "some row still reads the prompt" marker
         req.rows = [Row(req, s.get("i", j), None, 0, [], [], state={"j": j})
                     for j, s in enumerate(req.payload["samples"])]
         req.unplaced = req.n
@@ -80,7 +63,13 @@ class ReplayEngine(Engine):
                 getattr(r, name).append(t[name][k])
         self.steps += 1
         self.tokens_generated += len(active)
-        self.check_finish(active)
+        for r in active:
+            r.finish = self._finish_reason(r)
+        for r, why in self.controller.step([r for r in active if r.finish is None]):
+            r.finish = why
+
+    def text_of(self, r: Row) -> str:
+        return decode_text(self.tokenizer, r.ids, self.stop)
 
     @staticmethod
     def _stored(r: Row) -> dict:

@@ -18,6 +18,7 @@ SOFT = "Soft thinking (--mode soft)"
 PENALTIES = "Penalties (vLLM's meanings; they shape sampling, not the recorded signals)"
 ANSWER = "Soft thinking: answer phase"
 SOFTCOT = "SoftCoT (--mode softcot, docs/softcot.md)"
+SCALE = "Engines for scale (--backend, docs/scale.md)"
 
 
 class Mode(str, Enum):
@@ -119,6 +120,12 @@ def generate(
                                      help="Per token, the K most likely ids and their raw log-probabilities in "
                                      "trace.top_logprobs; turns the trace on (0 = off)."),
     force: bool = typer.Option(False, "--force", help="With --resume: append even if the file was made with other settings."),
+    backend: str = typer.Option("native", "--backend", rich_help_panel=SCALE,
+                                help="Which engine decodes: native (our sampler) | vllm (one vLLM request per trace; "
+                                     "pip install 'tts-cli[vllm]') | ray (vLLM on a Ray cluster through Ray Data). docs/scale.md."),
+    engine_arg: Optional[List[str]] = typer.Option(None, "--engine-arg", rich_help_panel=SCALE, show_default=False,
+                                                   help="KEY=VALUE passed to the engine (repeatable), e.g. tensor_parallel_size=4, "
+                                                        "enforce_eager=true; values are read as JSON when they parse."),
     # --- pruning -----------------------------------------------------------------------
     prune: Optional[str] = P.opt(None, "--prune", help="Stop samples mid-flight: deepprune (redundant traces) | "
                                  "deepconf (low-confidence traces). Default: none."),
@@ -173,9 +180,10 @@ def generate(
     from strategies.penalties import Penalties
     from tts_cli import advice, progress, resume as resuming
     from tts_cli.io import JsonlWriter, existing_ids, id_key, read_records
-    from tts_cli.models import ModelNotFound, load, load_tokenizer
+    from tts_cli.models import ModelNotFound, load, load_meta, load_tokenizer
 
     shard_spec = parse_shard(shard)
+    engine_args = check_backend(backend, engine_arg, mode.value, compile=compile, prune=prune)
     prune_settings = None
     if prune is not None:
         prune_settings = P.settings(prune, judge=judge, prefix=prefix, reasoning_words=reasoning_words, k1=k1,
@@ -207,7 +215,7 @@ def generate(
     opts = GenerateOptions(n=samples, max_new_tokens=max_new_tokens, stop=list(stop or []), seed=seed,
                            batch_size=batch_size or 64, trace=trace, raw=raw, prompt_field=prompt_field,
                            id_field=id_field, on_error=on_error.value, compile=compile, cuda_graphs=cuda_graphs,
-                           system=system, top_logprobs=top_logprobs,
+                           system=system, top_logprobs=top_logprobs, backend=backend, engine_args=engine_args,
                            penalties=Penalties(repetition_penalty, presence_penalty, frequency_penalty))
     if repetition_penalty <= 0:
         raise InputError("--repetition-penalty must be > 0 (1 = off)")
@@ -244,14 +252,18 @@ def generate(
         show_first_prompt(selected(), model, opts, load_tokenizer)
         return
     try:
-        loaded = load(model, device, dtype)
+        # another engine loads the weights itself: here only the tokenizer and config
+        loaded = load(model, device, dtype) if backend == "native" else load_meta(model, device, dtype)
     except ModelNotFound as e:
         raise InputError(str(e)) from None
     if softcot_setup is not None:
         from tts_cli.softcot_setup import softcot_generator
 
         generator = softcot_generator(softcot_setup, loaded, assistant, device, dtype)
-    opts.batch_size = batch_size or default_batch_size(loaded.model, max_new_tokens)
+    # vLLM schedules its own batch (its max_num_seqs); the field records what was asked
+    opts.batch_size = batch_size or (default_batch_size(loaded.model, max_new_tokens) if loaded.model is not None else 256)
+    if backend == "vllm" and batch_size:
+        opts.engine_args.setdefault("max_num_seqs", batch_size)
     if resume and not force and done:
         from strategies.runner import run_info
 
@@ -260,8 +272,7 @@ def generate(
         advice.soft_mode(loaded.tokenizer, generator.p, samples)
     ctl = P.controller(prune_settings, loaded) if prune_settings is not None else None
     total = progress.selected_total(progress.count_records(input), shard_spec, len(done), limit)
-    bar = progress.Progress(total, quiet).begin(model=model, device=loaded.model.device,
-                                                dtype=str(loaded.model.dtype).removeprefix("torch."), samples=samples)
+    bar = progress.Progress(total, quiet).begin(model=model, device=loaded.device, dtype=loaded.dtype, samples=samples)
     finished = False
     try:
         with JsonlWriter(output, append=resume) as out:
@@ -273,6 +284,52 @@ def generate(
         bar.end(finished)  # a stopped run gets its error line, not a summary
     if resume:
         print(f"tts: --resume: skipped {skipped} records already in {output}", file=sys.stderr)
+
+
+def parse_engine_args(items: list[str] | None) -> dict:
+    """--engine-arg KEY=VALUE, repeatable: JSON values where they parse (4, 0.8, true), else strings."""
+    import orjson
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--engine-arg {item!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def check_backend(backend: str, engine_arg, mode: str, *, compile: bool, prune) -> dict:
+    """Every --backend check that needs no model, so bad combinations fail first, in one line."""
+    from strategies.runner import BACKENDS
+
+    if backend not in BACKENDS:
+        raise InputError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    args = parse_engine_args(engine_arg)
+    if backend == "native":
+        if args:
+            raise InputError("--engine-arg applies to --backend vllm or ray; the native sampler has its own options")
+        return args
+    if mode != "discrete":
+        raise InputError(f"--mode {mode} needs --backend native: vLLM decodes token ids, and no public vLLM route "
+                         "feeds mixed embeddings during decoding")
+    if compile:
+        raise InputError("--compile is the native sampler's; vLLM compiles by itself (--engine-arg enforce_eager=true turns it off)")
+    if backend in ("vllm", "ray"):
+        import importlib.util
+
+        from strategies.vllm_backend import INSTALL
+
+        if importlib.util.find_spec("vllm") is None:
+            raise InputError(f"--backend {backend} needs vLLM, which is not installed: {INSTALL}")
+        if backend == "ray" and importlib.util.find_spec("ray") is None:
+            raise InputError("--backend ray needs Ray Data: pip install 'tts-cli[ray]' (docs/scale.md)")
+    if backend == "ray" and prune is not None:
+        raise InputError("--prune needs a backend that stops traces mid-flight (native or vllm), not ray")
+    return args
 
 
 def show_first_prompt(records, model: str, opts, load_tokenizer) -> None:

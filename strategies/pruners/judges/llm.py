@@ -26,6 +26,10 @@ class LLMJudge:
             from tts_cli.models import load
 
             loaded = load(settings.judge_model, "cpu", "float32")
+        elif loaded is not None and loaded.model is None:  # another engine (vLLM) holds the generator's weights
+            from tts_cli.models import load
+
+            loaded = load(loaded.name, "cpu", "float32")
         if loaded is None:
             raise ValueError("--judge llm needs a model (--judge-model, or the generator's)")
         self.model, self.tok = loaded.model, loaded.tokenizer
