@@ -93,6 +93,16 @@ def default_engine_args(model_dir: str, dtype: str, device: str, seed: int) -> d
     return args
 
 
+def start_llm(args: dict):
+    """A `vllm.LLM` from engine arguments (default_engine_args plus the user's), its output on stderr."""
+    vllm = import_vllm()
+    try:
+        with stdout_to_stderr():
+            return vllm.LLM(**args)
+    except TypeError as e:  # an --engine-arg vLLM does not know
+        raise BackendUnavailable(f"vLLM refused the engine arguments: {e}") from None
+
+
 def token_signals(top: dict, token: int, vocab: int) -> tuple[float, float, float, float, list[int], list[float]]:
     """From one token's vLLM log-probabilities ({id: Logprob}, the top 20 by rank plus the sampled
     token): its log-probability, entropy and self-certainty lower bounds, confidence, and the
@@ -129,20 +139,20 @@ class VLLMBackend(Backend):
     def __init__(self, model_dir: str, tokenizer, generator, *, dtype: str, device: str,
                  max_new_tokens: int = 256, stop=(), seed: int = 0, ignore_eos: bool = False,
                  progress=None, controller=None, penalties=None, top_logprobs: int = 0,
-                 engine_args: dict | None = None):
+                 engine_args: dict | None = None, llm=None):
         if generator.name != "discrete":
             raise BackendUnavailable(f"--mode {generator.name} cannot run on vLLM: it decodes token ids, and "
                                      "no public vLLM route feeds mixed embeddings during decoding (use --backend native)")
         vllm = import_vllm()
         self.args = {**default_engine_args(model_dir, dtype, device, seed), **(engine_args or {})}
-        try:
-            with stdout_to_stderr():
-                self.llm = vllm.LLM(**self.args)
-        except TypeError as e:  # an --engine-arg vLLM does not know
-            raise BackendUnavailable(f"vLLM refused the engine arguments: {e}") from None
+        self._owns = llm is None
+        if llm is None:
+            llm = start_llm(self.args)
+        self.llm = llm  # given: a started vllm.LLM reused across runs (tests, `tts bench`)
         self.engine = self.llm.llm_engine
         self.capacity = self.engine.vllm_config.scheduler_config.max_num_seqs
         self.vllm_version = vllm.__version__
+        self.seed = seed
         self.tokenizer = tokenizer
         self.vocab = len(tokenizer)
         self.stop = [s for s in stop if s]
@@ -160,7 +170,6 @@ class VLLMBackend(Backend):
             max_tokens=max_new_tokens, stop=self.stop or None, ignore_eos=ignore_eos, logprobs=TOP,
             repetition_penalty=pen.repetition if pen else 1.0, presence_penalty=pen.presence if pen else 0.0,
             frequency_penalty=pen.frequency if pen else 0.0)
-        self._vllm = vllm
         if controller is not None:
             controller.bind(self.text_of)
 
@@ -200,7 +209,7 @@ class VLLMBackend(Backend):
         req = row.req
         rid = str(self._next_id)
         self._next_id += 1
-        params = SamplingParams(seed=trace_seed(self.args["seed"], req.key, req.sample_offset + row.i),
+        params = SamplingParams(seed=trace_seed(self.seed, req.key, req.sample_offset + row.i),
                                 output_kind=RequestOutputKind.DELTA, **self._params)
         self.engine.add_request(rid, TokensPrompt(prompt_token_ids=list(req.prompt_ids)), params)
         row.state["vllm_id"] = rid
@@ -253,6 +262,8 @@ class VLLMBackend(Backend):
         return decode_text(self.tokenizer, row.ids, self.stop)
 
     def close(self) -> None:
-        """Stop vLLM's engine process now rather than at interpreter exit."""
+        """Stop vLLM's engine process now rather than at interpreter exit (unless it was given)."""
+        if not self._owns:
+            return
         with contextlib.suppress(Exception):
             self.engine.engine_core.shutdown()

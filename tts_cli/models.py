@@ -174,6 +174,10 @@ def load_meta(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "aut
     torch_dtype = pick_dtype(dtype, device)
     kind, loc = resolve(name)
     _quiet_transformers()
+    if kind == "tiny":  # the built-in test model: its config and byte tokenizer (test backends)
+        tiny = load(name, "cpu", "float32")
+        return Loaded(None, tiny.tokenizer, name, name, None,
+                      meta={"config": tiny.model.config, "dtype": torch_dtype, "device": device})
     sha = file_sha256(loc) if kind == "gguf" else None
     path = model_dir(name)
     from transformers import AutoConfig
