@@ -14,13 +14,19 @@ head -"$P_ONLINE" "$out/prompts$P.jsonl" > "$out/prompts_online.jsonl"
 T=(--temperature 0.6 --top-p 0.95 --top-k 30 --min-p 0.001 --max-new-tokens 160 --seed 0 --quiet --batch-size 64 -n "$N")
 [ -s "$out/full.jsonl" ] || tts generate "$out/prompts$P.jsonl" "${T[@]}" --trace -o "$out/full.jsonl"
 head -"$P_ONLINE" "$out/full.jsonl" > "$out/full_online.jsonl"
-tts prune "$out/full.jsonl" --judge-auroc --judge ngram,embedding,llm --prefix "$PREFIX" > "$out/auroc.jsonl"
+# the llm judge scores every same-prompt pair with a forward pass of the model (~1.5 s per pair on
+# 2 CPU cores for the embedded model): LLM_P problems (default all) for its AUROC and replay
+LLM_P=${LLM_P:-$P}
+head -"$LLM_P" "$out/full.jsonl" > "$out/full_llm.jsonl"
+[ -s "$out/auroc.jsonl" ] || tts prune "$out/full.jsonl" --judge-auroc --judge ngram,embedding --prefix "$PREFIX" > "$out/auroc.jsonl"
+[ -s "$out/auroc_llm.jsonl" ] || tts prune "$out/full_llm.jsonl" --judge-auroc --judge llm --prefix "$PREFIX" > "$out/auroc_llm.jsonl"
 DP=(--prefix "$PREFIX")
 DC_HIGH=(--warmup "$WARMUP" --window "$WINDOW" --keep 0.9)
 DC_LOW=(--warmup "$WARMUP" --window "$WINDOW" --keep 0.1)
-for j in ngram embedding llm; do
+for j in ngram embedding; do
   tts prune "$out/full.jsonl" --method deepprune --judge $j "${DP[@]}" > "$out/replay_dp_$j.jsonl"
 done
+tts prune "$out/full_llm.jsonl" --method deepprune --judge llm "${DP[@]}" > "$out/replay_dp_llm.jsonl"
 tts prune "$out/full.jsonl" --method deepconf "${DC_HIGH[@]}" > "$out/replay_dc_high.jsonl"
 tts prune "$out/full.jsonl" --method deepconf "${DC_LOW[@]}" > "$out/replay_dc_low.jsonl"
 # online: the same options inside the sampler, on the first P_ONLINE problems

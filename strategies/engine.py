@@ -201,7 +201,8 @@ class Engine(Backend):
             return STOP
         if self.stop and any(s in self.tokenizer.decode(r.ids[-self.stop_window:]) for s in self.stop):
             return STOP
-        if len(r.ids) >= self.max_new_tokens or r.pos + 1 >= self.decoder.max_positions:
+        limit = self.max_new_tokens if r.req.limits is None else r.req.limits[r.i]
+        if len(r.ids) >= limit or r.pos + 1 >= self.decoder.max_positions:
             return LENGTH
         return None
 

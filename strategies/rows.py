@@ -50,6 +50,7 @@ class Request:
     inject: tuple[torch.Tensor, torch.Tensor] | None = None
     sample_offset: int = 0  # the first row's sample index (a record split over several requests)
     info: dict = field(default_factory=dict)  # the generator's per-request data (SoftCoT: its chain)
+    limits: list[int] | None = None  # per sample, at most this many new tokens (else the engine's max)
     rows: list[Row] = field(default_factory=list)
     prefix: list | None = None
     unplaced: int = 0

@@ -211,6 +211,8 @@ class VLLMBackend(Backend):
         self._next_id += 1
         params = SamplingParams(seed=trace_seed(self.seed, req.key, req.sample_offset + row.i),
                                 output_kind=RequestOutputKind.DELTA, **self._params)
+        if req.limits is not None:
+            params.max_tokens = req.limits[row.i]
         self.engine.add_request(rid, TokensPrompt(prompt_token_ids=list(req.prompt_ids)), params)
         row.state["vllm_id"] = rid
         self.live[rid] = row

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from enum import Enum
+from typing import List, Optional
 
 import typer
 
@@ -37,23 +38,39 @@ def bench(
     compile: bool = typer.Option(False, "--compile", help="torch.compile our decode step's layers (the one-off "
                                  "compile is in an untimed first pass; see tts generate --compile)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+    against: str = typer.Option("hf", "--against", help="hf: transformers' generate(). vllm: vLLM on the same model, "
+                                "dtype, prompts and settings, EOS ignored on both sides; realistic then gives each row "
+                                "its own seeded length (docs/scale.md)."),
+    engine_arg: Optional[List[str]] = typer.Option(None, "--engine-arg", show_default=False,
+                                                   help="KEY=VALUE for vLLM (repeatable; with --against vllm)."),
 ) -> None:
     """Measure tokens/s of our sampler against transformers' generate() (or soft vs discrete)."""
     import orjson
 
-    from tts_cli.benchmark import bench_soft, bench_softcot, bench_vs_hf
+    from tts_cli.benchmark import bench_soft, bench_softcot, bench_vs_hf, bench_vs_vllm
+    from tts_cli.commands.generate import check_backend
     from tts_cli.models import ModelNotFound, load
 
+    if against not in ("hf", "vllm"):
+        raise InputError(f"--against {against!r}: expected hf or vllm")
+    if against == "vllm" and mode is not BenchMode.discrete:
+        raise InputError("--against vllm times discrete decoding (vLLM has no soft or softcot mode)")
+    engine_args = check_backend("vllm", engine_arg, "discrete", compile=compile, prune=None) if against == "vllm" else {}
+    if engine_arg and against != "vllm":
+        raise InputError("--engine-arg applies to --against vllm")
     try:
         loaded = load(model, device, dtype)
     except ModelNotFound as e:
         raise InputError(str(e)) from None
     if mode is BenchMode.softcot:
         result = bench_softcot(loaded, batch_size=batch_size)
-        a, b = "softcot", "discrete"
+        sides, ratios = ("softcot", "discrete"), {"ratio": "softcot / discrete"}
     elif mode is BenchMode.soft:
         result = bench_soft(loaded, batch_size=batch_size, compile=compile)
         sides, ratios = ("soft", "discrete"), {"ratio": "soft / discrete"}
+    elif against == "vllm":
+        result = bench_vs_vllm(loaded, workload.value, batch_size=batch_size, engine_args=engine_args)
+        sides, ratios = ("tts", "vllm"), {"ratio_vs_vllm": "tts / vllm (same rows and lengths, EOS ignored)"}
     else:
         result = bench_vs_hf(loaded, workload.value, batch_size=batch_size, compile=compile)
         sides = ("tts", "tts_eager", "hf", "hf_batched", "hf_static_compile")

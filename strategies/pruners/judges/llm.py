@@ -60,7 +60,10 @@ class LLMJudge:
             mask = torch.tensor([[0] * (L - len(i)) + [1] * len(i) for i in ids], device=self.model.device)
             pos = (mask.cumsum(1) - 1).clamp(min=0)
             with torch.no_grad():
-                logits = self.model(input_ids=x, attention_mask=mask, position_ids=pos).logits[:, -1].float()
+                # only the last position's logits: the output head over every prompt position
+                # would cost a fifth of the forward for nothing
+                logits = self.model(input_ids=x, attention_mask=mask, position_ids=pos,
+                                    logits_to_keep=1).logits[:, -1].float()
             logp = torch.log_softmax(logits, -1)
             yes = torch.logsumexp(logp[:, self.yes], -1)
             no = torch.logsumexp(logp[:, self.no], -1)
