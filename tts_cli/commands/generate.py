@@ -125,7 +125,8 @@ def generate(
                                      "pip install 'tts-cli[vllm]') | ray (vLLM on a Ray cluster through Ray Data). docs/scale.md."),
     engine_arg: Optional[List[str]] = typer.Option(None, "--engine-arg", rich_help_panel=SCALE, show_default=False,
                                                    help="KEY=VALUE passed to the engine (repeatable), e.g. tensor_parallel_size=4, "
-                                                        "enforce_eager=true; values are read as JSON when they parse."),
+                                                        "enforce_eager=true; values are read as JSON when they parse. With ray also ray_address, "
+                                                        "replicas, ray_batch_size, chunk_records (docs/scale.md)."),
     # --- pruning -----------------------------------------------------------------------
     prune: Optional[str] = P.opt(None, "--prune", help="Stop samples mid-flight: deepprune (redundant traces) | "
                                  "deepconf (low-confidence traces). Default: none."),
@@ -262,7 +263,7 @@ def generate(
         generator = softcot_generator(softcot_setup, loaded, assistant, device, dtype)
     # vLLM schedules its own batch (its max_num_seqs); the field records what was asked
     opts.batch_size = batch_size or (default_batch_size(loaded.model, max_new_tokens) if loaded.model is not None else 256)
-    if backend == "vllm" and batch_size:
+    if backend in ("vllm", "ray") and batch_size:
         opts.engine_args.setdefault("max_num_seqs", batch_size)
     if resume and not force and done:
         from strategies.runner import run_info
