@@ -15,7 +15,9 @@ from tts_cli.io import InputError
 
 # where/with what it ran: version, torch, device; how it was batched: batch_size, compile,
 # cuda_graphs (float rounding only); top_logprobs only adds trace fields.
-IGNORED = frozenset({"version", "torch", "device", "batch_size", "compile", "cuda_graphs", "top_logprobs"})
+# On another engine: its version and engine settings (tensor parallelism, memory) likewise.
+IGNORED = frozenset({"version", "torch", "device", "batch_size", "compile", "cuda_graphs", "top_logprobs",
+                     "vllm", "ray", "engine_args"})
 
 
 def first_difference(old: dict, new: dict) -> str | None:
