@@ -206,3 +206,19 @@ def test_unknown_backend_and_bad_engine_args_are_one_line_errors():
         r = tts("generate", "--model", "tiny-random", *args, input=prompts(1))
         errors = [x for x in r.stderr.splitlines() if x.startswith("tts: error")]
         assert r.code != 0 and len(errors) == 1 and needle in errors[0], (args, r.stderr)
+
+
+def test_peer_benchmark_lengths_are_seeded_and_bounded():
+    from tts_cli.benchmark import trace_lengths
+
+    a = trace_lengths(64, 256)
+    assert a == trace_lengths(64, 256) and a != trace_lengths(64, 256, seed=1)
+    assert min(a) >= 16 and max(a) <= 256 and len(set(a)) > 20
+    assert 100 <= sorted(a)[32] <= 200   # median 150 by construction (lognormal around log 150)
+
+
+def test_bench_against_refuses_what_vllm_cannot_time():
+    r = tts("bench", "--against", "vllm", "--mode", "soft", "--model", "tiny-random")
+    assert r.code == 2 and "discrete" in r.stderr
+    r = tts("bench", "--against", "nope", "--model", "tiny-random")
+    assert r.code == 2 and "--against" in r.stderr

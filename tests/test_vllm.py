@@ -131,3 +131,12 @@ def test_cli_writes_only_jsonl_to_stdout(tmp_path):
     recs = [orjson.loads(line) for line in r.stdout.splitlines()]   # every stdout line is a record
     assert [x["id"] for x in recs] == ["a", "b"] and all(len(x["samples"]) == 2 for x in recs)
     assert recs[0]["run"]["backend"] == "vllm" and recs[0]["run"]["engine_args"]["enforce_eager"] is True
+
+
+def test_peer_benchmark_times_exactly_the_asked_lengths(meta, llm):
+    from tts_cli.benchmark import chat_ids, time_vllm
+
+    ids = [chat_ids(meta.tokenizer, p["prompt"]) for p in PROMPTS[:2]]
+    lengths = [5, 7, 3, 9]
+    t = time_vllm(llm, ids, 2, lengths, 0.7)
+    assert t.tokens == sum(lengths) and t.seconds > 0
