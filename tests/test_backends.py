@@ -222,3 +222,25 @@ def test_bench_against_refuses_what_vllm_cannot_time():
     assert r.code == 2 and "discrete" in r.stderr
     r = tts("bench", "--against", "nope", "--model", "tiny-random")
     assert r.code == 2 and "--against" in r.stderr
+
+
+def test_aggregators_say_when_a_signal_is_approximated_and_refuse_a_missing_one():
+    """A run's `signals` labels (another engine's): a method reading an approximated signal is
+    noted on stderr once; one reading an unavailable signal refuses the record in one line."""
+    def record(label):
+        run = {"signals": {"logprob": "exact", "confidence": "exact", "entropy": label, "self_certainty": label}}
+        samples = [{"i": i, "text": f"The answer is {a}.", "n_tokens": 5, "logprob": -1.0, "mean_logprob": -0.2,
+                    "self_certainty": sc, "confidence": 3.0, "entropy": 1.0}
+                   for i, (a, sc) in enumerate([(4, 2.0), (4, 1.0), (5, 3.0)])]
+        return orjson.dumps({"id": 1, "run": run, "samples": samples}).decode() + "\n"
+
+    r = tts("aggregate", "-a", "majority", "-a", "self-certainty", input=record("lower bound: test"))
+    assert r.code == 0
+    notes = [x for x in r.stderr.splitlines() if x.startswith("tts: note")]
+    assert len(notes) == 1 and "self-certainty" in notes[0] and "lower bound: test" in notes[0]
+    assert r.records()[0]["aggregates"]["self-certainty"]["answer"] == "5"
+    r = tts("aggregate", "-a", "majority", input=record("lower bound: test"))
+    assert r.code == 0 and "note" not in r.stderr          # majority reads no signal
+    r = tts("aggregate", "-a", "borda", input=record("unavailable"))
+    errors = [x for x in r.stderr.splitlines() if x.startswith("tts: error")]
+    assert r.code != 0 and len(errors) == 1 and "self_certainty" in errors[0]
