@@ -2,7 +2,8 @@
 # The pruning runs behind docs/experiments.md ("Pruning"): one unpruned --trace run of the embedded
 # model, judge AUROCs, replays of every pruner, and online runs on its first problems.
 # Sizes are set by P (problems), N (samples), P_ONLINE; the documented run used P=20 N=8 P_ONLINE=5
-# on a shared 2-core machine (the issue asks for 50 x 16: P=50 N=16 WARMUP=16).
+# on a shared 2-core machine; the 50 x 16 run in docs used P=50 N=16 P_ONLINE=10 LLM_P=10 WARMUP=4.
+# ONLINE picks the online configurations (default: every judge and DeepConf-high/low).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${EXP_OUT:-out/prune}; mkdir -p "$out"
@@ -30,9 +31,15 @@ tts prune "$out/full_llm.jsonl" --method deepprune --judge llm "${DP[@]}" > "$ou
 tts prune "$out/full.jsonl" --method deepconf "${DC_HIGH[@]}" > "$out/replay_dc_high.jsonl"
 tts prune "$out/full.jsonl" --method deepconf "${DC_LOW[@]}" > "$out/replay_dc_low.jsonl"
 # online: the same options inside the sampler, on the first P_ONLINE problems
-for cfg in "dp_ngram:--prune deepprune --judge ngram ${DP[*]}" "dc_high:--prune deepconf ${DC_HIGH[*]}" \
-           "dc_low:--prune deepconf ${DC_LOW[*]}"; do
-  name=${cfg%%:*}; args=${cfg#*:}
+# the unpruned baseline on the same problems, timed the same way
+[ -s "$out/online_none.jsonl" ] || /usr/bin/time -f "%e s wall, %U s user" tts generate "$out/prompts_online.jsonl" \
+  "${T[@]}" --trace -o "$out/online_none.jsonl" 2> "$out/online_none.time"
+ONLINE=${ONLINE:-dp_ngram dp_embedding dc_high dc_low dp_llm}
+declare -A CFG=([dp_ngram]="--prune deepprune --judge ngram ${DP[*]}"
+  [dp_embedding]="--prune deepprune --judge embedding ${DP[*]}" [dp_llm]="--prune deepprune --judge llm ${DP[*]}"
+  [dc_high]="--prune deepconf ${DC_HIGH[*]}" [dc_low]="--prune deepconf ${DC_LOW[*]}")
+for name in $ONLINE; do
+  args=${CFG[$name]}
   /usr/bin/time -f "%e s wall, %U s user" tts generate "$out/prompts_online.jsonl" "${T[@]}" --trace $args \
     -o "$out/online_$name.jsonl" 2> "$out/online_$name.time"
   tts prune "$out/full_online.jsonl" --method ${args#--prune } > "$out/replay_online_$name.jsonl" || true
