@@ -44,8 +44,8 @@ from strategies.backend import Backend, BackendUnavailable, Capabilities, decode
 from strategies.rng import trace_seed
 from strategies.rows import LENGTH, STOP, Request, Row
 from strategies.vllm_backend import (
-    SIGNAL_LABELS, TOP, default_engine_args, import_vllm, installed_version, stdout_to_stderr,
-    token_signals)
+    SIGNAL_LABELS, TOP, backend_kwargs, default_engine_args, import_vllm, installed_version, record_token,
+    stdout_to_stderr)
 
 OWN_KEYS = ("ray_address", "ray_num_cpus", "replicas", "ray_batch_size", "chunk_records",
             "placement_group_config")
@@ -208,10 +208,7 @@ class RayBackend(Backend):
 
     @classmethod
     def create(cls, loaded, generator, opts, progress=None, controller=None) -> "RayBackend":
-        return cls(loaded.source, loaded.tokenizer, generator, dtype=loaded.dtype, device=loaded.device,
-                   max_new_tokens=opts.max_new_tokens, stop=opts.stop, seed=opts.seed,
-                   ignore_eos=opts.ignore_eos, progress=progress, controller=controller,
-                   penalties=opts.penalties, top_logprobs=opts.top_logprobs, engine_args=opts.engine_args)
+        return cls(loaded.source, loaded.tokenizer, generator, **backend_kwargs(loaded, opts, progress, controller))
 
     @staticmethod
     def static_fields(opts) -> dict:
@@ -266,15 +263,7 @@ class RayBackend(Backend):
         for tok, ids, ranks, lps in zip(tokens, out["top_ids"], out["top_ranks"], out["top_lps"]):
             top = {int(t): _Logprob(float(lp), None if int(r) < 0 else int(r))
                    for t, r, lp in zip(ids, ranks, lps)}
-            lp, ent, sc, conf, top_ids, top_lps = token_signals(top, tok, self.vocab)
-            row.ids.append(tok)
-            row.logprob.append(lp)
-            row.entropy.append(ent)
-            row.self_certainty.append(sc)
-            row.confidence.append(conf)
-            if self.top_logprobs:
-                row.top_logprobs.append((top_ids[: self.top_logprobs], top_lps[: self.top_logprobs]))
-            row.pos += 1
+            record_token(row, tok, top, self.vocab, self.top_logprobs)
         if len(row.ids) != len(tokens):
             raise RuntimeError(f"Ray Data's vLLM stage returned {len(tokens)} tokens but log-probabilities "
                                f"for {len(row.ids)}")

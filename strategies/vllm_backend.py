@@ -133,6 +133,26 @@ def token_signals(top: dict, token: int, vocab: int) -> tuple[float, float, floa
     return top[token].logprob, entropy, self_certainty, confidence, ids, lps
 
 
+def record_token(row: Row, tok: int, top: dict, vocab: int, top_logprobs: int = 0) -> None:
+    """Append a token vLLM sampled, with its signals (token_signals), to a row."""
+    lp, ent, sc, conf, ids, lps = token_signals(top, tok, vocab)
+    row.ids.append(tok)
+    row.logprob.append(lp)
+    row.entropy.append(ent)
+    row.self_certainty.append(sc)
+    row.confidence.append(conf)
+    if top_logprobs:
+        row.top_logprobs.append((ids[:top_logprobs], lps[:top_logprobs]))
+    row.pos += 1
+
+
+def backend_kwargs(loaded, opts, progress=None, controller=None) -> dict:
+    """What a vLLM-based backend takes from the run's options (`create`, here and in ray_backend)."""
+    return dict(dtype=loaded.dtype, device=loaded.device, max_new_tokens=opts.max_new_tokens, stop=opts.stop,
+                seed=opts.seed, ignore_eos=opts.ignore_eos, progress=progress, controller=controller,
+                penalties=opts.penalties, top_logprobs=opts.top_logprobs, engine_args=opts.engine_args)
+
+
 class VLLMBackend(Backend):
     name = "vllm"
 
@@ -175,10 +195,7 @@ class VLLMBackend(Backend):
 
     @classmethod
     def create(cls, loaded, generator, opts, progress=None, controller=None) -> "VLLMBackend":
-        return cls(loaded.source, loaded.tokenizer, generator, dtype=loaded.dtype, device=loaded.device,
-                   max_new_tokens=opts.max_new_tokens, stop=opts.stop, seed=opts.seed,
-                   ignore_eos=opts.ignore_eos, progress=progress, controller=controller,
-                   penalties=opts.penalties, top_logprobs=opts.top_logprobs, engine_args=opts.engine_args)
+        return cls(loaded.source, loaded.tokenizer, generator, **backend_kwargs(loaded, opts, progress, controller))
 
     @staticmethod
     def static_fields(opts) -> dict:
@@ -250,15 +267,7 @@ class VLLMBackend(Backend):
                     self.live.pop(rid, None)
 
     def _record(self, row: Row, tok: int, top: dict) -> None:
-        lp, ent, sc, conf, ids, lps = token_signals(top, tok, self.vocab)
-        row.ids.append(tok)
-        row.logprob.append(lp)
-        row.entropy.append(ent)
-        row.self_certainty.append(sc)
-        row.confidence.append(conf)
-        if self.top_logprobs:
-            row.top_logprobs.append((ids[: self.top_logprobs], lps[: self.top_logprobs]))
-        row.pos += 1
+        record_token(row, tok, top, self.vocab, self.top_logprobs)
 
     def text_of(self, row: Row) -> str:
         return decode_text(self.tokenizer, row.ids, self.stop)
