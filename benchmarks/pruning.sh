@@ -2,7 +2,7 @@
 # The pruning runs behind docs/experiments.md ("Pruning"): one unpruned --trace run of the embedded
 # model, judge AUROCs, replays of every pruner, and online runs on its first problems.
 # Sizes are set by P (problems), N (samples), P_ONLINE; the documented run used P=20 N=8 P_ONLINE=5
-# on a shared 2-core machine; the 50 x 16 run in docs used P=50 N=16 P_ONLINE=10 LLM_P=10 WARMUP=4.
+# on a shared 2-core machine; the 50 x 16 run in docs used P=50 N=16 P_ONLINE=10 LLM_P=3 WARMUP=4.
 # ONLINE picks the online configurations (default: every judge and DeepConf-high/low).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,9 +16,10 @@ T=(--temperature 0.6 --top-p 0.95 --top-k 30 --min-p 0.001 --max-new-tokens 160 
 [ -s "$out/full.jsonl" ] || tts generate "$out/prompts$P.jsonl" "${T[@]}" --trace -o "$out/full.jsonl"
 head -"$P_ONLINE" "$out/full.jsonl" > "$out/full_online.jsonl"
 # the llm judge scores every same-prompt pair with a forward pass of the model (~1.5 s per pair on
-# 2 CPU cores for the embedded model): LLM_P problems (default all) for its AUROC and replay
+# 2 CPU cores for the embedded model): LLM_P problems (default all) for its AUROC, replay and online run
 LLM_P=${LLM_P:-$P}
 head -"$LLM_P" "$out/full.jsonl" > "$out/full_llm.jsonl"
+head -"$LLM_P" "$out/prompts$P.jsonl" > "$out/prompts_llm.jsonl"
 [ -s "$out/auroc.jsonl" ] || tts prune "$out/full.jsonl" --judge-auroc --judge ngram,embedding --prefix "$PREFIX" > "$out/auroc.jsonl"
 [ -s "$out/auroc_llm.jsonl" ] || tts prune "$out/full_llm.jsonl" --judge-auroc --judge llm --prefix "$PREFIX" > "$out/auroc_llm.jsonl"
 DP=(--prefix "$PREFIX")
@@ -40,7 +41,8 @@ declare -A CFG=([dp_ngram]="--prune deepprune --judge ngram ${DP[*]}"
   [dc_high]="--prune deepconf ${DC_HIGH[*]}" [dc_low]="--prune deepconf ${DC_LOW[*]}")
 for name in $ONLINE; do
   args=${CFG[$name]}
-  /usr/bin/time -f "%e s wall, %U s user" tts generate "$out/prompts_online.jsonl" "${T[@]}" --trace $args \
+  set=online; [ "$name" = dp_llm ] && set=llm   # the llm judge: only its LLM_P problems
+  /usr/bin/time -f "%e s wall, %U s user" tts generate "$out/prompts_$set.jsonl" "${T[@]}" --trace $args \
     -o "$out/online_$name.jsonl" 2> "$out/online_$name.time"
-  tts prune "$out/full_online.jsonl" --method ${args#--prune } > "$out/replay_online_$name.jsonl" || true
+  tts prune "$out/full_$set.jsonl" --method ${args#--prune } > "$out/replay_online_$name.jsonl" || true
 done
