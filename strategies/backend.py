@@ -7,9 +7,10 @@ stream as (seed, record id, sample index)) and yields them back, in input order,
 finished: its token ids, per-token signals and finish reason. A controller (control.py) stops
 rows mid-flight where the backend supports it.
 
-`Backend.run` is the scheduling loop both in-process backends share: admit requests, place rows
-into free slots (asking the controller first), step, retire finished rows. A backend supplies
-`admit`, `place`, `step` and `_retire`; `capacity` is how many rows it runs at once.
+`Backend.run` is the scheduling loop the in-process backends share (our engine, vLLM, the pruning
+replay): admit requests, place rows into free slots (asking the controller first), step, retire
+finished rows. A backend supplies `admit`, `place`, `step`, and `_moved` where moving a row to
+another slot costs it something; `capacity` is how many rows it runs at once.
 """
 from __future__ import annotations
 
@@ -56,10 +57,6 @@ class Backend:
 
     def capabilities(self) -> Capabilities:
         raise NotImplementedError
-
-    def run_fields(self) -> dict:
-        """What the output record's `run` says about this backend (beyond the runner's own fields)."""
-        return {}
 
     def text_of(self, row: Row) -> str:
         """A finished row's text (stop strings cut off)."""

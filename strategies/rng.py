@@ -11,14 +11,16 @@ import numpy as np
 import orjson
 
 
+def _digest(seed: int, record_id, sample_index: int) -> bytes:
+    return hashlib.sha256(orjson.dumps([seed, record_id, sample_index])).digest()
+
+
 def row_rng(seed: int, record_id, sample_index: int) -> np.random.Generator:
-    key = orjson.dumps([seed, record_id, sample_index])
-    digest = hashlib.sha256(key).digest()
-    return np.random.Generator(np.random.PCG64(int.from_bytes(digest[:16], "little")))
+    return np.random.Generator(np.random.PCG64(int.from_bytes(_digest(seed, record_id, sample_index)[:16], "little")))
 
 
 def trace_seed(seed: int, record_id, sample_index: int) -> int:
     """The same key as an integer seed, for engines that take one per request (vLLM): a trace's
     randomness still depends only on (seed, record id, sample index)."""
-    digest = hashlib.sha256(orjson.dumps([seed, record_id, sample_index])).digest()
+    digest = _digest(seed, record_id, sample_index)
     return int.from_bytes(digest[16:24], "little") >> 1   # 63 bits: a valid signed 64-bit seed

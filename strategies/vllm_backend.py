@@ -163,7 +163,7 @@ class VLLMBackend(Backend):
         if generator.name != "discrete":
             raise BackendUnavailable(f"--mode {generator.name} cannot run on vLLM: it decodes token ids, and "
                                      "no public vLLM route feeds mixed embeddings during decoding (use --backend native)")
-        vllm = import_vllm()
+        import_vllm()  # before anything imports vllm: its logs go to stderr
         self.args = {**default_engine_args(model_dir, dtype, device, seed), **(engine_args or {})}
         self._owns = llm is None
         if llm is None:
@@ -171,7 +171,6 @@ class VLLMBackend(Backend):
         self.llm = llm  # given: a started vllm.LLM reused across runs (tests, `tts bench`)
         self.engine = self.llm.llm_engine
         self.capacity = self.engine.vllm_config.scheduler_config.max_num_seqs
-        self.vllm_version = vllm.__version__
         self.seed = seed
         self.tokenizer = tokenizer
         self.vocab = len(tokenizer)
@@ -246,7 +245,7 @@ class VLLMBackend(Backend):
                 continue
             c = out.outputs[0]
             for tok, top in zip(c.token_ids, c.logprobs or []):
-                self._record(row, tok, top)
+                record_token(row, tok, top, self.vocab, self.top_logprobs)
                 new_tokens += 1
             if out.finished:
                 row.finish = LENGTH if c.finish_reason == "length" else STOP
@@ -265,9 +264,6 @@ class VLLMBackend(Backend):
                 for (r, why), rid in zip(stops, ids):
                     r.finish = why
                     self.live.pop(rid, None)
-
-    def _record(self, row: Row, tok: int, top: dict) -> None:
-        record_token(row, tok, top, self.vocab, self.top_logprobs)
 
     def text_of(self, row: Row) -> str:
         return decode_text(self.tokenizer, row.ids, self.stop)

@@ -244,3 +244,15 @@ def test_aggregators_say_when_a_signal_is_approximated_and_refuse_a_missing_one(
     r = tts("aggregate", "-a", "borda", input=record("unavailable"))
     errors = [x for x in r.stderr.splitlines() if x.startswith("tts: error")]
     assert r.code != 0 and len(errors) == 1 and "self_certainty" in errors[0]
+
+
+def test_our_side_of_the_peer_benchmark_decodes_exactly_the_drawn_lengths():
+    """Request.limits: every row stops at its own length (EOS ignored), so both engines do the same work."""
+    from strategies.generators.discrete import Discrete, DiscreteParams
+    from tts_cli.benchmark import time_tts
+    from tts_cli.models import load
+
+    lengths = [3, 9, 1, 5, 7, 2]
+    t = time_tts(load("tiny-random"), Discrete(DiscreteParams(temperature=0.7)), ["a", "b"], 3, 12, True, 4,
+                 limits=lengths)
+    assert t.tokens == sum(lengths)

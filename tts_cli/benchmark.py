@@ -63,10 +63,12 @@ def chat_ids(tok, text: str) -> list[int]:
 
 
 def time_tts(loaded, generator, prompts: list[str], n: int, max_new: int, ignore_eos: bool, batch_size: int,
-             seed: int = 0, cuda_graphs: bool = True, compile: bool = False) -> Timing:
-    """Our sampler over the workload. With CUDA graphs or torch.compile the same engine runs it
-    twice and the second run is timed: capturing a graph per (rows, span) bucket and compiling are
-    once-per-process costs that a long run amortises (`Timing.setup` is the first pass)."""
+             seed: int = 0, cuda_graphs: bool = True, compile: bool = False,
+             limits: list[int] | None = None) -> Timing:
+    """Our sampler over the workload (`limits`: each row's own length, prompt by prompt). With CUDA
+    graphs or torch.compile the same engine runs it twice and the second run is timed: capturing a
+    graph per (rows, span) bucket and compiling are once-per-process costs that a long run
+    amortises (`Timing.setup` is the first pass)."""
     from strategies.engine import Engine, Request
 
     model, tok = loaded.model, loaded.tokenizer
@@ -78,7 +80,8 @@ def time_tts(loaded, generator, prompts: list[str], n: int, max_new: int, ignore
         eng.tokens_generated = 0
         sync(model.device)
         t0 = time.perf_counter()
-        for _ in eng.run(Request(key=i, prompt_ids=p, n=n) for i, p in enumerate(ids)):
+        for _ in eng.run(Request(key=i, prompt_ids=p, n=n, limits=limits and limits[i * n:(i + 1) * n])
+                         for i, p in enumerate(ids)):
             pass
         sync(model.device)
         elapsed = time.perf_counter() - t0
@@ -259,33 +262,19 @@ def bench_vs_vllm(loaded, workload: str, batch_size: int = 64, engine_args: dict
     one short untimed warm-up; vLLM's start-up (model load, compilation unless enforce_eager) is
     reported, not timed. Both sides compute the signals a run needs: ours all four exactly, vLLM
     the top-20 raw log-probabilities."""
-    from strategies.engine import Engine, Request
     from strategies.generators.discrete import Discrete, DiscreteParams
     from strategies.vllm_backend import default_engine_args, start_llm
 
     n_prompts, n, max_new, temp = PEER_WORKLOADS[workload]
-    ids = [chat_ids(loaded.tokenizer, p) for p in gsm8k_prompts(n_prompts)]
+    prompts = gsm8k_prompts(n_prompts)
+    ids = [chat_ids(loaded.tokenizer, p) for p in prompts]
     lengths = [max_new] * (n_prompts * n) if workload == "fixed" else trace_lengths(n_prompts * n, max_new)
     generator = Discrete(DiscreteParams(temperature=temp))
-    device, dtype = str(loaded.model.device), str(loaded.model.dtype).removeprefix("torch.")
-
-    def requests():
-        return [Request(key=i, prompt_ids=p, n=n, limits=lengths[i * n:(i + 1) * n]) for i, p in enumerate(ids)]
-
-    def timed(backend) -> Timing:
-        for _ in backend.run([Request(key="warm-up", prompt_ids=ids[0], n=2, limits=[4, 4])]):
-            pass
-        backend.tokens_generated = 0
-        sync(device)
-        t0 = time.perf_counter()
-        for _ in backend.run(requests()):
-            pass
-        sync(device)
-        return Timing(backend.tokens_generated, time.perf_counter() - t0)
+    device, dtype = loaded.device, loaded.dtype
 
     def ours() -> Timing:
-        return timed(Engine(loaded.model, loaded.tokenizer, generator, batch_size=batch_size,
-                            max_new_tokens=max_new, ignore_eos=True))
+        time_tts(loaded, generator, prompts[:1], 2, 4, True, batch_size)   # warm-up
+        return time_tts(loaded, generator, prompts, n, max_new, True, batch_size, limits=lengths)
 
     before = ours()
     args = {**default_engine_args(loaded.source, dtype, device, 0), **(engine_args or {})}
@@ -306,6 +295,7 @@ def bench_vs_vllm(loaded, workload: str, batch_size: int = 64, engine_args: dict
                          "tts_before_tok_s": round(before.tok_s, 2), "tts_after_tok_s": round(after.tok_s, 2),
                          "vllm_startup_seconds": round(startup, 1),
                          "engine_args": {k: v for k, v in args.items() if k not in ("model", "tokenizer")},
-                         "warmup": "one short untimed run, both sides"})
+                         "warmup": "one short untimed run, both sides" + (
+                             "; ours also a whole untimed pass (CUDA graph capture)" if before.setup else "")})
     out["ratio_vs_vllm"] = out.pop("ratio")
     return out

@@ -156,20 +156,10 @@ def _canonical_state(model) -> dict:
     return state
 
 
-def model_dir(name: str) -> str:
-    """Where another engine such as vLLM loads a model from: a local transformers directory, or a
-    hub id already in the local cache. The embedded GGUF is converted once, as for `load`."""
-    kind, loc = resolve(name)
-    if kind == "gguf":
-        return str(_gguf_to_cache(loc, file_sha256(loc)))
-    if kind == "tiny":
-        raise ModelNotFound(f"{name}: a built-in test model lives only in this process; another engine "
-                            "needs a model directory, a .gguf file or a cached hub id")
-    return str(loc)
-
-
 def load_meta(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto") -> Loaded:
-    """The tokenizer and config without the weights, for a run whose engine loads the model itself."""
+    """The tokenizer and config without the weights, for a run whose engine (vLLM) loads the model
+    itself from `source`: a local transformers directory, or a hub id already in the local cache
+    (the embedded GGUF is converted once, as for `load`)."""
     device = pick_device(device)
     torch_dtype = pick_dtype(dtype, device)
     kind, loc = resolve(name)
@@ -179,7 +169,7 @@ def load_meta(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "aut
         return Loaded(None, tiny.tokenizer, name, name, None,
                       meta={"config": tiny.model.config, "dtype": torch_dtype, "device": device})
     sha = file_sha256(loc) if kind == "gguf" else None
-    path = model_dir(name)
+    path = str(_gguf_to_cache(loc, sha)) if kind == "gguf" else str(loc)
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(path, local_files_only=True)

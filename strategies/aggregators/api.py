@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
@@ -115,7 +116,7 @@ FIELD_SIGNAL = {"mean_logprob": "logprob", "logprob": "logprob", "entropy": "ent
 _warned: set = set()
 
 
-def check_signals(rec: dict, methods: Iterable[Aggregator], position: int | None = None, warn=None) -> None:
+def check_signals(rec: dict, methods: Iterable[Aggregator], position: int | None = None) -> None:
     """A run whose `signals` are not all exact (e.g. vLLM's entropy and self-certainty bounds):
     say once on stderr which method reads an approximated signal; refuse (PoolError) a method
     whose signal the run could not compute at all."""
@@ -136,14 +137,8 @@ def check_signals(rec: dict, methods: Iterable[Aggregator], position: int | None
             key = (m.name, sig, label)
             if key not in _warned:
                 _warned.add(key)
-                (warn or _stderr)(f"tts: note: method {m.name} reads `{sig}`, which this run only approximates "
-                                  f"({label}; run.signals)")
-
-
-def _stderr(msg: str) -> None:
-    import sys
-
-    print(msg, file=sys.stderr)
+                print(f"tts: note: method {m.name} reads `{sig}`, which this run only approximates "
+                      f"({label}; run.signals)", file=sys.stderr)
 
 
 def _signal(sample: dict, name: str) -> float:

@@ -59,9 +59,6 @@ def keep_top(c: np.ndarray, mask: np.ndarray, keep: float) -> np.ndarray:
 class DeepConf(Aggregator):
     name = "deepconf"
     summary = "confidence-weighted vote over the most confident samples"
-
-    def reads(self) -> tuple[str, ...]:
-        return ("confidence",)
     options = {
         "score": Option("bottom", str, "per-sample confidence", ("bottom", "min", "tail", "mean")),
         "window": Option(2048, int, "sliding-window length (bottom, min)"),
@@ -84,6 +81,9 @@ class DeepConf(Aggregator):
         """Trace length up to which the score is the whole-trace mean."""
         o = self.opts
         return {"mean": np.inf, "tail": o["tail"], "bottom": o["window"], "min": o["window"]}[o["score"]]
+
+    def reads(self) -> tuple[str, ...]:
+        return ("confidence",)   # through its own per-sample field, derived from it
 
     def sample_fields(self, sample: dict) -> dict[str, float]:
         o = self.opts

@@ -22,14 +22,11 @@ class LLMJudge:
     name = "llm"
 
     def __init__(self, settings, loaded=None):
-        if settings.judge_model:
+        # another engine (vLLM) holding the generator's weights leaves none here: load them
+        if settings.judge_model or (loaded is not None and loaded.model is None):
             from tts_cli.models import load
 
-            loaded = load(settings.judge_model, "cpu", "float32")
-        elif loaded is not None and loaded.model is None:  # another engine (vLLM) holds the generator's weights
-            from tts_cli.models import load
-
-            loaded = load(loaded.name, "cpu", "float32")
+            loaded = load(settings.judge_model or loaded.name, "cpu", "float32")
         if loaded is None:
             raise ValueError("--judge llm needs a model (--judge-model, or the generator's)")
         self.model, self.tok = loaded.model, loaded.tokenizer
