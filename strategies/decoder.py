@@ -5,7 +5,8 @@ token (or one mixture of token embeddings) per row per step.
           → norm → LM head
 
 The pieces, one file each: `layers.py` (the layer halves, shared by prefill and decode),
-`cache.py` (the cache), `attention.py` (the kernels), `shared_prefix.py` (a prompt's cache read
+`linear.py` (the matrix products in the form each device runs fastest), `cache.py` (the cache),
+`attention.py` (the kernels), `shared_prefix.py` (a prompt's cache read
 once for all its rows), `cuda_graphs.py` (capture and replay of the step on CUDA).
 """
 from __future__ import annotations
@@ -15,14 +16,16 @@ import torch
 from strategies import attention
 from strategies.cache import KVCache, Prefix, max_positions
 from strategies.cuda_graphs import StepGraphs
-from strategies.layers import SUPPORTED, Layers, UnsupportedModel, proj_plain, proj_weight_major
+from strategies import cpu, linear
+from strategies.layers import SUPPORTED, Layers, UnsupportedModel
 from strategies.shared_prefix import PrefixStack, SharedPrefixes
 
 __all__ = ["Decoder", "SharedPrefixes", "SUPPORTED", "UnsupportedModel"]
 
 
 class Decoder:
-    def __init__(self, model, max_slots: int, cuda_graphs: bool = True, compile: bool = False):
+    def __init__(self, model, max_slots: int, cuda_graphs: bool = True, compile: bool = False,
+                 matmul: str = "auto"):
         cfg = self.config = model.config
         self.layers = Layers(model)
         self.norm = model.model.norm
@@ -34,11 +37,14 @@ class Decoder:
         L = self.layers
         self.cache = KVCache(len(L), max_slots, L.n_kv, L.head_dim, self.max_positions, self.dtype, self.device)
         self.prefixes = PrefixStack(len(L), L.n_kv, L.head_dim, self.dtype, self.device)
-        # On CPU, MKL is faster with the weight on the left (see layers.proj_weight_major); the
-        # prefill keeps nn.Linear, whose rounding transformers shares.
-        self.proj = proj_weight_major if self.device.type == "cpu" else proj_plain
-        if self.device.type == "cuda" and not L.fused:
-            L.fuse()
+        # The decode step's products (see linear.py); the prefill keeps the modules, whose
+        # rounding transformers shares.
+        self.matmul = matmul if matmul != "auto" else default_matmul(self.device, self.dtype, compile)
+        self.mats = L.mats(self.matmul)
+        if self.device.type == "cpu":
+            cpu.tune_malloc()
+        self.head = (linear.packed_head(self.lm_head) if self.matmul == "packed"
+                     else linear.weight_major_head(self.lm_head) if self.matmul == "weight_major" else self.lm_head)
         self._pre, self._post = L.pre_attention, L.post_attention
         if compile:
             # one compiled function serves every layer (their weights are its inputs) and every
@@ -129,9 +135,8 @@ class Decoder:
         # row b attends to slot positions start..positions[b] (the rest is in its group's prefix)
         mask = attention.position_mask(positions, lo, span, self.dtype, shared.start if shared is not None else None)
         h = x
-        fused = L.fused or [None] * len(L)
         for i, layer in enumerate(L.layers):
-            q, k, v = self._pre(layer, h, cos, sin, self.proj, fused[i])
+            q, k, v = self._pre(layer, h, cos, sin, self.mats[i])
             cache.write(i, flat, k, v)
             qg = q.view(B, L.n_kv, L.n_heads // L.n_kv, L.head_dim)
             ks, vs = cache.rows(i, B, lo, span)
@@ -140,6 +145,18 @@ class Decoder:
             else:
                 o, lse = attention.attend(qg, ks, vs, mask, L.scaling)
                 o = shared.merge(i, qg, o, lse, L.scaling)
-            h = self._post(layer, h, o, self.proj, fused[i])
-        logits = self.proj(self.lm_head, self.norm(h), contiguous=True)
+            h = self._post(layer, h, o, self.mats[i])
+        logits = self.head(self.norm(h))
         return logits.float() if float32 else logits
+
+
+def default_matmul(device: torch.device, dtype: torch.dtype, compile: bool = False) -> str:
+    """CUDA: fused products (fewer, wider GEMMs run closer to the GPU's bandwidth at decode batch
+    sizes). CPU: oneDNN-packed weights where this torch build has them, else weight-major MKL;
+    compiled, weight-major too (inductor cannot lower a packed weight passed in as an input; it
+    packs frozen weights itself)."""
+    if device.type == "cuda":
+        return "fused"
+    if device.type == "cpu":
+        return "packed" if linear.packing_available(dtype) and not compile else "weight_major"
+    return "module"

@@ -92,6 +92,11 @@ class Engine(Backend):
         too_long = window_error(self.decoder.config, len(ids), self.max_new_tokens)
         if too_long:  # the runner refuses such records first, naming their line
             raise ValueError(f"request {req.key!r}: {too_long}")
+        # Reserve the cache positions the rows will likely reach now: growing it later copies
+        # every layer's keys and values and touches fresh memory twice. Capped, so a huge
+        # --max-new-tokens still grows on demand rather than reserving what short traces never use.
+        limit = self.max_new_tokens if req.limits is None else max(req.limits, default=0)
+        self.decoder.cache.ensure_capacity(min(len(ids) + min(limit, self.RESERVE), self.decoder.max_positions))
         # The last prompt token is every row's first input, so the shared prefill covers the rest.
         req.prefix = (self.decoder.prefill(torch.tensor(ids[:-1], device=self.decoder.device), req.inject)
                       if len(ids) > 1 else [])
@@ -216,6 +221,8 @@ class Engine(Backend):
         ids = torch.tensor([r.inp_ids + p for r, p in zip(active, pad)], dtype=torch.long)
         w = torch.tensor([r.inp_w + [0.0] * len(p) for r, p in zip(active, pad)], dtype=torch.float32)
         return dec.embed_mixture(ids.to(dec.device), w.to(dec.device))
+
+    RESERVE = 1024   # most new positions per row reserved at admission (see admit)
 
     # Prefix-shared attention pays a few small ops per group and layer, and saves re-reading the
     # prompt's cache once per extra row; with fewer than this many rows per prompt on average it

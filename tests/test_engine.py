@@ -249,31 +249,42 @@ def test_compiled_layers_decode_like_eager(tiny):
             assert a.entropy == pytest.approx(b.entropy, abs=1e-4)
 
 
+@pytest.mark.parametrize("matmul", ["weight_major", "fused", "packed"])
 @pytest.mark.parametrize("arch", ["qwen2", "qwen3"])  # qwen2: q/k/v biases; qwen3: q/k norms
-def test_fused_projections_decode_like_separate_ones(arch):
-    """On CUDA the decoder fuses q/k/v and gate/up into one product each; forced here on CPU, the
-    logits and written keys must match the separate products (float rounding only)."""
+def test_every_form_of_the_products_decodes_like_the_modules(arch, matmul):
+    """The decode step's products in each of linear.py's forms (fused is CUDA's, packed and
+    weight-major CPU's; all forced here on CPU) give the logits and keys of the model's own
+    modules (float rounding only), and leave the model computing what it did."""
+    from strategies import linear
     from strategies.decoder import Decoder
 
+    if matmul == "packed" and not linear.packing_available(torch.float32):
+        pytest.skip("this torch build has no oneDNN packed linear ops")
     ref_model, tok = tiny_model(arch, seed=6)
-    fused_model, _ = tiny_model(arch, seed=6)
-    plain, fused = Decoder(ref_model, 4), Decoder(fused_model, 4)
-    fused.layers.fuse()
-    assert fused.layers.fused and not plain.layers.fused
+    model, _ = tiny_model(arch, seed=6)
+    plain, other = Decoder(ref_model, 4, matmul="module"), Decoder(model, 4, matmul=matmul)
     ids = torch.tensor(chat_ids(tok, "What is two plus two?"))
-    for dec in (plain, fused):
+    for dec in (plain, other):
         prefix = dec.prefill(ids[:-1])
         for slot in range(4):
             dec.cache.write_prefix(slot, prefix)
     g = torch.Generator().manual_seed(0)
     pos = torch.full((4,), len(ids) - 1)
-    for step in range(3):
-        x = torch.randn(4, ref_model.config.hidden_size, generator=g)
-        torch.testing.assert_close(fused.decode(x, pos + step), plain.decode(x, pos + step), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(fused.cache.k[1], plain.cache.k[1], atol=1e-5, rtol=1e-5)
-    # the model itself still computes what it did (its weights are views of the fused matrices)
-    with torch.no_grad():
-        torch.testing.assert_close(fused_model(ids[None]).logits, ref_model(ids[None]).logits, atol=1e-5, rtol=1e-5)
+    for step, rows in enumerate((4, 3, 1)):   # row counts other than the packing's hint run too
+        x = torch.randn(rows, ref_model.config.hidden_size, generator=g)
+        p = pos[:rows] + step
+        torch.testing.assert_close(other.decode(x, p), plain.decode(x, p), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(other.cache.k[1], plain.cache.k[1], atol=1e-5, rtol=1e-5)
+    with torch.no_grad():   # fused: the modules' weights are views of the fused matrices
+        torch.testing.assert_close(model(ids[None]).logits, ref_model(ids[None]).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_cpu_decodes_on_packed_weights_where_the_build_has_them():
+    from strategies import linear
+    from strategies.decoder import default_matmul
+
+    want = "packed" if linear.packing_available(torch.float32) else "weight_major"
+    assert default_matmul(torch.device("cpu"), torch.float32) == want
 
 
 @pytest.mark.parametrize("arch", ["mistral", "qwen2"])
@@ -308,3 +319,25 @@ def test_sequences_longer_than_a_sliding_window_are_refused(arch):
         model.config.use_sliding_window = False
         model.config.layer_types = ["full_attention", "full_attention"]
         assert sliding_window(model.config) is None
+
+
+def test_admission_reserves_the_cache_so_decoding_never_regrows_it():
+    """A prompt reserves its length plus min(max_new_tokens, RESERVE) positions when admitted: the
+    cache is allocated before the first step and not reallocated (copied) while rows decode."""
+    model, tok = tiny_model("llama", seed=0)
+    eng = Engine(model, tok, Discrete(DiscreteParams(temperature=1.0)), batch_size=4, max_new_tokens=300,
+                 ignore_eos=True)
+    cache = eng.decoder.cache
+    ids = chat_ids(tok, PROMPTS[2])
+    reallocations = []
+    grow = cache.ensure_capacity
+
+    def watch(positions):
+        before = cache.generation
+        grow(positions)
+        if cache.generation != before:
+            reallocations.append((eng.steps, cache.capacity))
+    cache.ensure_capacity = watch
+    out = list(eng.run([Request(key=0, prompt_ids=ids, n=3)]))
+    assert [len(r.ids) for r in out[0].rows] == [300] * 3
+    assert reallocations == [(0, reallocations[0][1])] and reallocations[0][1] >= len(ids) + 300

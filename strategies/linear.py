@@ -1,0 +1,173 @@
+"""The decode step's matrix products, in the form each device runs fastest.
+
+A layer's products are four callables (`Mats`): q/k/v, the attention output, gate/up and down.
+The same layer code (layers.py) calls them whatever they are:
+
+- `module_mats`: the model's own nn.Linear modules (prefill, and the reference the others are
+  tested against);
+- `weight_major_mats`: the same weights with the product taken as (W xᵀ)ᵀ, which MKL runs faster
+  than x Wᵀ at decode batch sizes; the CPU fallback when oneDNN packing is unavailable;
+- `fused_mats` (CUDA): q/k/v and gate/up stored as one matrix each, so a step makes one wide
+  product where it made three (and two); the modules' weights become views of the fused
+  matrices, so nothing is stored twice;
+- `packed_mats` (CPU): q/k/v and gate/up fused likewise, and every matrix reordered once into
+  oneDNN's blocked layout. A plain GEMM re-packs its weight on every call; at 1–64 rows that
+  packing is most of the work, so the prepacked products run 1.3–2.5× faster (the 49k-row LM
+  head 2×; docs/performance.md). The packed copies are extra memory, as large as the weights.
+
+The packed products go through `torch.ops.mkldnn._reorder_linear_weight` and
+`torch.ops.mkldnn._linear_pointwise`, the ops torch.compile's CPU backend itself emits for frozen
+linear layers. They are below torch's public API: `packing_available` probes them once and the
+decoder falls back to the weight-major form where they are missing or disagree with F.linear.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+Product = Callable[[torch.Tensor], torch.Tensor]
+
+
+class Mats(NamedTuple):
+    """One layer's products; qkv and gate_up return their parts as a tuple."""
+    qkv: Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
+    o: Product
+    gate_up: Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
+    down: Product
+
+
+def _weight_major(module: torch.nn.Linear, contiguous: bool = False) -> Product:
+    """module(x) for x [N, in] computed as (W xᵀ)ᵀ: a transposed view, which elementwise ops and
+    the next product take as it is; queries are made row-major because SDPA's fused CPU kernel
+    needs unit-stride heads."""
+    def product(x):
+        y = (module.weight @ x.T).T
+        if contiguous:
+            y = y.contiguous()
+        return y if module.bias is None else y + module.bias
+    return product
+
+
+def module_mats(layer) -> Mats:
+    a, m = layer.self_attn, layer.mlp
+    return Mats(lambda x: (a.q_proj(x), a.k_proj(x), a.v_proj(x)), a.o_proj,
+                lambda x: (m.gate_proj(x), m.up_proj(x)), m.down_proj)
+
+
+def weight_major_mats(layer) -> Mats:
+    a, m = layer.self_attn, layer.mlp
+    q, k, v = _weight_major(a.q_proj, contiguous=True), _weight_major(a.k_proj), _weight_major(a.v_proj)
+    gate, up = _weight_major(m.gate_proj), _weight_major(m.up_proj)
+    return Mats(lambda x: (q(x), k(x), v(x)), _weight_major(a.o_proj),
+                lambda x: (gate(x), up(x)), _weight_major(m.down_proj))
+
+
+def _splitter(product: Product, sizes: list[int]):
+    return lambda x: product(x).split(sizes, dim=-1)
+
+
+def fused_mats(layer) -> Mats:
+    """q/k/v and gate/up as one product each. Cached on the layer: every decoder of one model
+    shares the fused matrices (fusing twice would re-view already fused weights)."""
+    cached = getattr(layer, "_tts_fused", None)
+    if cached is None:
+        a, m = layer.self_attn, layer.mlp
+        qkv, gu = [a.q_proj, a.k_proj, a.v_proj], [m.gate_proj, m.up_proj]
+        w_qkv, b_qkv, w_gu = _fuse_weights(qkv), _fuse_biases(qkv), _fuse_weights(gu)
+        cached = layer._tts_fused = Mats(
+            _splitter(lambda x: F.linear(x, w_qkv, b_qkv), [p.weight.shape[0] for p in qkv]), a.o_proj,
+            _splitter(lambda x: F.linear(x, w_gu), [p.weight.shape[0] for p in gu]), m.down_proj)
+    return cached
+
+
+# ----- oneDNN-packed weights (CPU) ------------------------------------------------------------
+_REORDER = getattr(torch.ops.mkldnn, "_reorder_linear_weight", None)
+_LINEAR = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+BATCH_HINT = 64   # the row count oneDNN lays the weights out for; every other count runs on them too
+
+
+def packed(weight: torch.Tensor, bias: torch.Tensor | None = None) -> Product:
+    """y = x Wᵀ + b through a weight reordered once into oneDNN's blocked layout."""
+    w = _REORDER(weight.detach(), BATCH_HINT)
+    b = None if bias is None else bias.detach().clone()
+    return lambda x: _LINEAR(x, w, b, "none", [], "")
+
+
+@lru_cache(maxsize=None)
+def packing_available(dtype: torch.dtype) -> bool:
+    """Whether this torch build has the packed ops and they compute F.linear (checked once)."""
+    if _REORDER is None or _LINEAR is None or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        g = torch.Generator().manual_seed(0)
+        w, b = torch.randn(48, 40, generator=g).to(dtype), torch.randn(48, generator=g).to(dtype)
+        with torch.inference_mode():
+            for rows in (1, 5):
+                x = torch.randn(rows, 40, generator=g).to(dtype)
+                got, want = packed(w, b)(x).float(), F.linear(x, w, b).float()
+                if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-2, atol=1e-2):
+                    return False
+        return True
+    except Exception:  # noqa: BLE001 - any failure means: use the unpacked products
+        return False
+
+
+def packed_mats(layer) -> Mats:
+    """Packed q/k/v, o, gate/up and down. Cached on the layer, so decoders built one after the
+    other over one model (benchmarks, SoftCoT's assistant) pack it once."""
+    cached = getattr(layer, "_tts_packed", None)
+    if cached is None:
+        a, m = layer.self_attn, layer.mlp
+        qkv, gu = [a.q_proj, a.k_proj, a.v_proj], [m.gate_proj, m.up_proj]
+        with torch.no_grad():
+            cat = lambda mods: torch.cat([p.weight for p in mods])  # noqa: E731
+            cached = layer._tts_packed = Mats(
+                _splitter(packed(cat(qkv), _fuse_biases(qkv, view=False)), [p.weight.shape[0] for p in qkv]),
+                packed(a.o_proj.weight, a.o_proj.bias),
+                _splitter(packed(cat(gu)), [p.weight.shape[0] for p in gu]),
+                packed(m.down_proj.weight, m.down_proj.bias))
+    return cached
+
+
+def packed_head(module: torch.nn.Linear) -> Product:
+    cached = getattr(module, "_tts_packed", None)
+    if cached is None:
+        with torch.no_grad():
+            cached = module._tts_packed = packed(module.weight, module.bias)
+    return cached
+
+
+def weight_major_head(module: torch.nn.Linear) -> Product:
+    return _weight_major(module, contiguous=True)
+
+
+# ----- fusing ---------------------------------------------------------------------------------
+def _fuse_weights(modules) -> torch.Tensor:
+    w = torch.cat([m.weight for m in modules])
+    at = 0
+    for m in modules:
+        n = m.weight.shape[0]
+        m.weight = torch.nn.Parameter(w[at: at + n], requires_grad=False)
+        at += n
+    return w
+
+
+def _fuse_biases(modules, view: bool = True) -> torch.Tensor | None:
+    """The modules' biases as one vector (zeros where one has none); with `view`, the modules'
+    own biases become views of it."""
+    if all(m.bias is None for m in modules):
+        return None
+    b = torch.cat([m.bias if m.bias is not None else m.weight.new_zeros(m.weight.shape[0]) for m in modules])
+    at = 0
+    for m in modules:
+        n = m.weight.shape[0]
+        if view and m.bias is not None:
+            m.bias = torch.nn.Parameter(b[at: at + n], requires_grad=False)
+        at += n
+    return b.detach()
+
+
+MATS = {"module": module_mats, "weight_major": weight_major_mats, "fused": fused_mats, "packed": packed_mats}
