@@ -18,9 +18,11 @@ environment variables; nothing below them.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import sys
+from pathlib import Path
 from typing import Iterator
 
 from strategies.backend import Backend, BackendUnavailable, Capabilities, decode_text
@@ -81,6 +83,9 @@ def installed_version() -> str | None:
     return None
 
 
+CPU_MAX_LEN = 32768
+
+
 def default_engine_args(model_dir: str, dtype: str, device: str, seed: int) -> dict:
     """vLLM's settings unless --engine-arg says otherwise."""
     args = {"model": model_dir, "tokenizer": model_dir, "dtype": dtype, "seed": seed,
@@ -90,7 +95,26 @@ def default_engine_args(model_dir: str, dtype: str, device: str, seed: int) -> d
         # its KV cache and refuses to start when that much is not free; a fixed 4 GiB starts on a
         # busy machine and holds ~100k positions of a 135M model.
         args["kv_cache_memory_bytes"] = 4 << 30
+        # A prompt whose prefill is split over steps (chunked prefill) has its sampled token
+        # discarded, and vLLM 0.32 then rewinds the request's seeded generator, which a CPU
+        # generator cannot do: the engine dies ("CPU Generator does not use offset"). Every
+        # trace here has its own seed, so prompts are prefilled whole; vLLM then needs a step's
+        # token budget to hold the longest sequence, which on CPU is capped at 32k positions
+        # (a budget of a 128k-context model's length would be profiled at start-up). Seen with
+        # 64 traces of ~110-token prompts submitted at once.
+        longest = min(_max_model_len(model_dir) or CPU_MAX_LEN, CPU_MAX_LEN)
+        args.update(enable_chunked_prefill=False, max_model_len=longest, max_num_batched_tokens=max(longest, 8192))
     return args
+
+
+def _max_model_len(model_dir: str) -> int | None:
+    """The model's longest sequence from its config.json, if it names one."""
+    try:
+        cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    n = cfg.get("max_position_embeddings")
+    return int(n) if isinstance(n, int) and n > 0 else None
 
 
 def start_llm(args: dict):

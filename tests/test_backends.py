@@ -256,3 +256,19 @@ def test_our_side_of_the_peer_benchmark_decodes_exactly_the_drawn_lengths():
     t = time_tts(load("tiny-random"), Discrete(DiscreteParams(temperature=0.7)), ["a", "b"], 3, 12, True, 4,
                  limits=lengths)
     assert t.tokens == sum(lengths)
+
+
+@pytest.mark.parametrize("longest,want_len,want_budget", [(2048, 2048, 8192), (131072, 32768, 32768), (None, 32768, 32768)])
+def test_cpu_vllm_prefills_prompts_whole_within_its_budget(tmp_path, longest, want_len, want_budget):
+    """On CPU a chunked prefill kills vLLM when traces are seeded (see default_engine_args): it is
+    off, and a step's token budget holds the longest sequence, capped at 32k positions."""
+    import json
+
+    from strategies.vllm_backend import default_engine_args
+
+    (tmp_path / "config.json").write_text(json.dumps({} if longest is None else {"max_position_embeddings": longest}))
+    args = default_engine_args(str(tmp_path), "float32", "cpu", 0)
+    assert args["enable_chunked_prefill"] is False
+    assert (args["max_model_len"], args["max_num_batched_tokens"]) == (want_len, want_budget)
+    assert args["max_num_batched_tokens"] >= args["max_model_len"]
+    assert "enable_chunked_prefill" not in default_engine_args(str(tmp_path), "bfloat16", "cuda", 0)

@@ -140,3 +140,22 @@ def test_peer_benchmark_times_exactly_the_asked_lengths(meta, llm):
     lengths = [5, 7, 3, 9]
     t = time_vllm(llm, ids, 2, lengths, 0.7)
     assert t.tokens == sum(lengths) and t.seconds > 0
+
+
+def test_many_seeded_prompts_at_once_survive_on_cpu(meta, llm):
+    """64 seeded traces of ~110-token prompts submitted together: with chunked prefill (vLLM's
+    default) a split prefill rewinds a seeded CPU generator and kills the engine; our CPU engine
+    arguments prefill prompts whole, so every trace completes."""
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    from strategies.vllm_backend import stdout_to_stderr
+    from tts_cli.benchmark import chat_ids, gsm8k_prompts
+
+    ids = [chat_ids(meta.tokenizer, p) for p in gsm8k_prompts(4)]
+    assert min(len(i) for i in ids) > 60
+    prompts = [TokensPrompt(prompt_token_ids=i) for i in ids for _ in range(16)]
+    params = [SamplingParams(temperature=0.7, max_tokens=2, ignore_eos=True, seed=j) for j in range(len(prompts))]
+    with stdout_to_stderr():
+        outs = llm.generate(prompts, params, use_tqdm=False)
+    assert [len(o.outputs[0].token_ids) for o in outs] == [2] * 64
