@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from strategies import attention
+from strategies import attention, cpu, linear
 from strategies.cache import KVCache, Prefix, max_positions
 from strategies.cuda_graphs import StepGraphs
-from strategies import cpu, linear
 from strategies.layers import SUPPORTED, Layers, UnsupportedModel
 from strategies.shared_prefix import PrefixStack, SharedPrefixes
 
@@ -43,8 +42,7 @@ class Decoder:
         self.mats = L.mats(self.matmul)
         if self.device.type == "cpu":
             cpu.tune_malloc()
-        self.head = (linear.packed_head(self.lm_head) if self.matmul == "packed"
-                     else linear.weight_major_head(self.lm_head) if self.matmul == "weight_major" else self.lm_head)
+        self.head = linear.head(self.matmul, self.lm_head)
         self._pre, self._post = L.pre_attention, L.post_attention
         if compile:
             # one compiled function serves every layer (their weights are its inputs) and every

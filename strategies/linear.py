@@ -132,16 +132,18 @@ def packed_mats(layer) -> Mats:
     return cached
 
 
-def packed_head(module: torch.nn.Linear) -> Product:
+def head(kind: str, module: torch.nn.Linear) -> Product:
+    """The LM head's product in the layers' form (`kind` as in MATS); fused and module forms
+    use the module itself, which is one matrix already. A packed head is cached on the module."""
+    if kind == "weight_major":
+        return _weight_major(module, contiguous=True)
+    if kind != "packed":
+        return module
     cached = getattr(module, "_tts_packed", None)
     if cached is None:
         with torch.no_grad():
             cached = module._tts_packed = packed(module.weight, module.bias)
     return cached
-
-
-def weight_major_head(module: torch.nn.Linear) -> Product:
-    return _weight_major(module, contiguous=True)
 
 
 # ----- fusing ---------------------------------------------------------------------------------

@@ -18,14 +18,13 @@ environment variables; nothing below them.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import sys
-from pathlib import Path
 from typing import Iterator
 
 from strategies.backend import Backend, BackendUnavailable, Capabilities, decode_text
+from strategies.cache import max_positions
 from strategies.rng import trace_seed
 from strategies.rows import LENGTH, STOP, Request, Row
 from strategies.sampler import CONFIDENCE_TOP_K
@@ -108,13 +107,14 @@ def default_engine_args(model_dir: str, dtype: str, device: str, seed: int) -> d
 
 
 def _max_model_len(model_dir: str) -> int | None:
-    """The model's longest sequence from its config.json, if it names one."""
+    """The model's longest sequence (cache.max_positions of its config); None when the config
+    cannot be read, which vLLM itself will then report."""
+    from transformers import AutoConfig
+
     try:
-        cfg = json.loads((Path(model_dir) / "config.json").read_text())
+        return max_positions(AutoConfig.from_pretrained(model_dir))
     except (OSError, ValueError):
         return None
-    n = cfg.get("max_position_embeddings")
-    return int(n) if isinstance(n, int) and n > 0 else None
 
 
 def start_llm(args: dict):

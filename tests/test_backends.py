@@ -266,7 +266,8 @@ def test_cpu_vllm_prefills_prompts_whole_within_its_budget(tmp_path, longest, wa
 
     from strategies.vllm_backend import default_engine_args
 
-    (tmp_path / "config.json").write_text(json.dumps({} if longest is None else {"max_position_embeddings": longest}))
+    if longest is not None:   # None: no readable config, so the cap alone decides
+        (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "max_position_embeddings": longest}))
     args = default_engine_args(str(tmp_path), "float32", "cpu", 0)
     assert args["enable_chunked_prefill"] is False
     assert (args["max_model_len"], args["max_num_batched_tokens"]) == (want_len, want_budget)

@@ -5,7 +5,6 @@ import sys
 import pytest
 
 CHECK = """
-import ctypes, sys
 from strategies import cpu
 first = cpu.tune_malloc()
 print(first, cpu.tune_malloc())
