@@ -28,8 +28,8 @@ def main() -> None:
     ap.add_argument("--dtype", default="auto")
     a = ap.parse_args()
     from strategies.generators.discrete import Discrete, DiscreteParams
-    from tts_cli import benchmark as b
-    from tts_cli.models import load
+    from strategies import benchmark as b
+    from strategies.models import load
 
     if a.matmul != "auto":
         import strategies.decoder as dec

@@ -16,8 +16,8 @@ import orjson
 
 from strategies.engine import Engine, Request
 from strategies.generators.discrete import Discrete, DiscreteParams
-from tts_cli import models
-from tts_cli.benchmark import chat_ids, gsm8k_prompts
+from strategies import models
+from strategies.benchmark import chat_ids, gsm8k_prompts
 
 SHOTS = 12
 

@@ -107,7 +107,7 @@ def main() -> None:
     a = ap.parse_args()
     from strategies.engine import Engine, Request
     from strategies.generators.discrete import Discrete, DiscreteParams
-    from tts_cli.models import load
+    from strategies.models import load
 
     loaded = load(a.model, a.device, a.dtype)
     model, dev = loaded.model, str(loaded.model.device)

@@ -1,6 +1,6 @@
 """`tts generate` as a library call: input records in, output records out (importable from a notebook).
 
-    from tts_cli.models import load
+    from strategies.models import load
     from strategies.runner import GenerateOptions, generate
     from strategies.generators.discrete import Discrete, DiscreteParams
     loaded = load("smollm2-135m")
@@ -18,9 +18,9 @@ from typing import Any, Iterable, Iterator
 from strategies.cache import max_positions
 from strategies.layers import window_error
 from strategies.penalties import Penalties
-from strategies.records import sample_record
-from tts_cli import __version__
-from tts_cli.io import InputError, Record
+from strategies.sample_fields import sample_record
+from strategies import __version__
+from strategies.jsonl import InputError, InputLine
 
 
 @dataclass
@@ -70,9 +70,9 @@ class _Fatal(str):
     """An error message that must stop the run once every earlier record is written."""
 
 
-def _as_records(items: Iterable) -> Iterator[Record]:
+def _as_records(items: Iterable) -> Iterator[InputLine]:
     for n, it in enumerate(items, start=1):
-        yield it if isinstance(it, Record) else Record(n, it)
+        yield it if isinstance(it, InputLine) else InputLine(n, it)
 
 
 def prompt_ids(obj: dict, tokenizer, opts: GenerateOptions) -> list[int]:
@@ -160,7 +160,7 @@ def run_info(loaded, generator, opts: GenerateOptions) -> dict:
     return info
 
 
-def _requests(records: Iterable[Record], loaded, opts: GenerateOptions, generator=None):
+def _requests(records: Iterable[InputLine], loaded, opts: GenerateOptions, generator=None):
     """One request per record, or, when the generator splits records (SoftCoT's chains), several
     in a row; the payload (record, id, last) marks a record's last one so the runner can join them."""
     from strategies.engine import Request
@@ -197,7 +197,7 @@ def _error(msg: str, opts: GenerateOptions) -> str:
 
 def generate(items: Iterable, loaded, generator, opts: GenerateOptions, progress=None,
              controller=None, backend=None) -> Iterator[dict]:
-    """Yield one output record per input item (a dict or a tts_cli.io.Record), in input order.
+    """Yield one output record per input item (a dict or a strategies.jsonl.InputLine), in input order.
 
     The backend is built from `opts.backend` unless one is given (already started: a benchmark
     reuses one engine across calls).

@@ -9,7 +9,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 @pytest.fixture(scope="session")
 def tiny():
     """A tiny random Llama with a byte tokenizer (milliseconds to build)."""
-    from tts_cli.tiny import tiny_model
+    from strategies.tiny import tiny_model
 
     return tiny_model("llama")
 
@@ -17,7 +17,7 @@ def tiny():
 @pytest.fixture(scope="session")
 def real_model():
     """The embedded SmolLM2-135M (converted once into the user cache)."""
-    from tts_cli.models import load
+    from strategies.models import load
 
     return load("smollm2-135m", device="cpu", dtype="float32")
 

@@ -11,7 +11,7 @@ import orjson
 
 
 def tokenizer():
-    from tts_cli.models import load_tokenizer
+    from strategies.models import load_tokenizer
 
     return load_tokenizer("tiny-random")
 

@@ -187,7 +187,7 @@ def test_a_pruner_drives_any_backend_through_the_same_loop():
 
 
 def test_library_call_takes_a_started_backend():
-    from tts_cli.models import load_meta
+    from strategies.models import load_meta
     from strategies.generators.discrete import Discrete
 
     loaded = load_meta("tiny-random")
@@ -209,7 +209,7 @@ def test_unknown_backend_and_bad_engine_args_are_one_line_errors():
 
 
 def test_peer_benchmark_lengths_are_seeded_and_bounded():
-    from tts_cli.benchmark import trace_lengths
+    from strategies.benchmark import trace_lengths
 
     a = trace_lengths(64, 256)
     assert a == trace_lengths(64, 256) and a != trace_lengths(64, 256, seed=1)
@@ -249,8 +249,8 @@ def test_aggregators_say_when_a_signal_is_approximated_and_refuse_a_missing_one(
 def test_our_side_of_the_peer_benchmark_decodes_exactly_the_drawn_lengths():
     """Request.limits: every row stops at its own length (EOS ignored), so both engines do the same work."""
     from strategies.generators.discrete import Discrete, DiscreteParams
-    from tts_cli.benchmark import time_tts
-    from tts_cli.models import load
+    from strategies.benchmark import time_tts
+    from strategies.models import load
 
     lengths = [3, 9, 1, 5, 7, 2]
     t = time_tts(load("tiny-random"), Discrete(DiscreteParams(temperature=0.7)), ["a", "b"], 3, 12, True, 4,

@@ -167,7 +167,7 @@ def test_bench_json_reports_both_sides_of_the_same_work():
 
 
 def test_bench_json_reports_the_batched_baseline(monkeypatch):
-    from tts_cli import benchmark
+    from strategies import benchmark
 
     # realistic's shape (several prompts, EOS honoured) at a size a test can afford
     monkeypatch.setitem(benchmark.WORKLOADS, "realistic", (3, 4, 12, False, 0.7))
@@ -190,9 +190,9 @@ def test_batched_baseline_does_the_per_prompt_work(tiny):
     (static cache or not) equal those of one call per prompt, so their useful tokens agree."""
     import torch
 
-    from tts_cli import hf_baseline
-    from tts_cli.benchmark import chat_ids
-    from tts_cli.models import Loaded
+    from strategies import hf_baseline
+    from strategies.benchmark import chat_ids
+    from strategies.models import Loaded
 
     model, tok = tiny
     loaded = Loaded(model=model, tokenizer=tok, name="tiny", source="", sha256=None)

@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from tests.cli import tts
-from tts_cli.tiny import byte_tokenizer
+from strategies.tiny import byte_tokenizer
 
 TINY = ["--model", "tiny-random", "--max-new-tokens", "6"]
 
@@ -135,12 +135,12 @@ def test_system_reaches_the_model_input_ids(monkeypatch):
 
 
 def test_show_prompt_prints_the_rendered_prompt_and_loads_no_model(monkeypatch):
-    import tts_cli.models
+    import strategies.models
 
     def no_model(*a, **k):
         raise AssertionError("--show-prompt must not load the model")
 
-    monkeypatch.setattr(tts_cli.models, "load", no_model)
+    monkeypatch.setattr(strategies.models, "load", no_model)
     inp = lines({"id": "a", "prompt": "first"}, {"id": "b", "prompt": "second"})
     r = tts("generate", "--show-prompt", "--system", "Be brief.", "--shard", "1/2", *TINY, input=inp)
     assert r.code == 0 and r.stdout == ""

@@ -93,7 +93,7 @@ def test_bad_device_lists_what_this_machine_has():
 
 
 def test_bad_dtype_is_one_line_before_loading(monkeypatch):
-    import tts_cli.models as models
+    import strategies.models as models
 
     def no_loading(*a, **k):
         raise AssertionError("the model must not be looked up before the options are checked")

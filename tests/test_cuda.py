@@ -10,7 +10,7 @@ from strategies.decoder import Decoder
 from strategies.generators.discrete import DiscreteParams
 from tests.test_engine import PROMPTS, chat_ids, check_signals_by_teacher_forcing
 from tests.test_engine import run as engine_run
-from tts_cli.tiny import tiny_model
+from strategies.tiny import tiny_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

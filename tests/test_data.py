@@ -6,8 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tts_cli.app import app
-from tts_cli.datasets import BOXED_INSTRUCTION, TEMPLATES, convert
-from tts_cli.io import InputError
+from strategies.datasets import BOXED_INSTRUCTION, TEMPLATES, convert
+from strategies.jsonl import InputError
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -6,7 +6,7 @@ import torch
 
 from strategies.engine import Engine, Request
 from strategies.generators.discrete import Discrete, DiscreteParams
-from tts_cli.tiny import ARCHS, tiny_model
+from strategies.tiny import ARCHS, tiny_model
 
 PROMPTS = ["Hi", "What is two plus two?", "A much longer prompt, to make the lengths differ a lot: 1 2 3 4 5 6 7",
            "x"]
@@ -49,7 +49,7 @@ def test_installed_transformers_is_in_the_tested_range():
 
 def test_every_supported_architecture_has_a_tiny_model():
     from strategies.decoder import SUPPORTED
-    from tts_cli.tiny import ARCHS
+    from strategies.tiny import ARCHS
 
     assert set(SUPPORTED) == set(ARCHS)  # so the test below covers each one against generate()
 
@@ -293,7 +293,7 @@ def test_sequences_longer_than_a_sliding_window_are_refused(arch):
     would exceed the window gets a one-line error instead of silently different attention."""
     from strategies.layers import sliding_window
     from strategies.runner import GenerateOptions, generate
-    from tts_cli.models import Loaded
+    from strategies.models import Loaded
 
     model, tok = tiny_model(arch, seed=2)
     if arch == "mistral":

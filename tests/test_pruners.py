@@ -192,7 +192,7 @@ ITEMS = [{"id": k, "prompt": p} for k, p in enumerate(["hello there", "what is 2
 
 def run(tiny, settings=None, trace=True, n=6, batch=5):
     from strategies.runner import GenerateOptions, generate
-    from tts_cli.models import Loaded
+    from strategies.models import Loaded
 
     model, tok = tiny
     loaded = Loaded(model=model, tokenizer=tok, name="tiny-random", source="-", sha256=None)
@@ -363,7 +363,7 @@ def test_llm_judge_is_p_yes_over_yes_and_no_computed_unpadded(tiny):
     import torch
 
     from strategies.pruners.judges.llm import LLMJudge
-    from tts_cli.models import Loaded
+    from strategies.models import Loaded
 
     model, tok = tiny
     j = LLMJudge(PruneSettings(judge="llm"), Loaded(model, tok, "tiny", "-", None))
@@ -382,7 +382,7 @@ def test_classifier_judge_scores_pairs_like_an_unbatched_forward(tmp_path):
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     from strategies.pruners.judges import make_judge
-    from tts_cli.tiny import byte_tokenizer
+    from strategies.tiny import byte_tokenizer
 
     tok = byte_tokenizer()
     config = AutoConfig.for_model("llama", vocab_size=len(tok), hidden_size=32, intermediate_size=64,

@@ -77,7 +77,7 @@ def test_a_controller_that_never_lets_rows_start_is_an_error(tiny):
 
 def test_runner_omits_skipped_samples_and_counts_them(tiny):
     from strategies.runner import GenerateOptions, generate
-    from tts_cli.models import Loaded
+    from strategies.models import Loaded
 
     model, tok = tiny
     loaded = Loaded(model=model, tokenizer=tok, name="tiny", source="-", sha256=None)
@@ -96,7 +96,7 @@ def test_runner_omits_skipped_samples_and_counts_them(tiny):
 def test_prefill_with_injected_embeddings_equals_transformers_inputs_embeds(arch):
     """Vectors injected at given prompt positions: the first decoded logits equal transformers'
     forward over the same input embeddings, and positions not injected keep their tokens."""
-    from tts_cli.tiny import tiny_model
+    from strategies.tiny import tiny_model
 
     model, tok = tiny_model(arch, seed=5)
     ids = chat_ids(tok, "Two plus two is what number?")

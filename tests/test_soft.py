@@ -6,7 +6,7 @@ import torch
 from strategies.engine import Engine, Request
 from strategies.generators.discrete import Discrete, DiscreteParams
 from strategies.generators.soft import Soft, SoftParams, perturb
-from tts_cli.tiny import tiny_model
+from strategies.tiny import tiny_model
 from tests.test_engine import PROMPTS, chat_ids
 
 NEVER = "\x00never\x00"  # a think-end string the tiny model will not produce

@@ -10,14 +10,14 @@ from strategies.runner import GenerateOptions, generate
 from strategies.softcot.projection import Pair, Projection, tokenizer_family
 from strategies.softcot.thoughts import INSTRUCTION, MARK, placeholder_id
 from tests.cli import tts
-from tts_cli.models import Loaded
+from strategies.models import Loaded
 
 Q = "Tom has 3 apples and buys 4 more. How many apples does he have?"
 
 
 @pytest.fixture(scope="module")
 def pair():
-    from tts_cli.tiny import tiny_model
+    from strategies.tiny import tiny_model
 
     model, tok = tiny_model("llama", seed=3)
     return Loaded(model=model, tokenizer=tok, name="tiny", source="-", sha256=None)

@@ -25,7 +25,7 @@ DATA = [
 
 @pytest.fixture(scope="module")
 def tiny2():
-    from tts_cli.tiny import tiny_model
+    from strategies.tiny import tiny_model
 
     return tiny_model("llama", seed=11)
 
@@ -94,7 +94,7 @@ def test_saved_checkpoint_reloads_to_identical_outputs(tiny2, tmp_path):
     from strategies.generators.params import SoftCoTParams
     from strategies.generators.softcot import SoftCoT
     from strategies.runner import GenerateOptions, generate
-    from tts_cli.models import Loaded
+    from strategies.models import Loaded
 
     model, tok = tiny2
     tr = trainer_for(model, tok, learn_init=True, chains=2)

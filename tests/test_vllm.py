@@ -24,7 +24,7 @@ TOKENS = 24
 
 @pytest.fixture(scope="module")
 def meta():
-    from tts_cli.models import load_meta
+    from strategies.models import load_meta
 
     return load_meta("smollm2-135m", "cpu", "float32")
 
@@ -134,7 +134,7 @@ def test_cli_writes_only_jsonl_to_stdout(tmp_path):
 
 
 def test_peer_benchmark_times_exactly_the_asked_lengths(meta, llm):
-    from tts_cli.benchmark import chat_ids, time_vllm
+    from strategies.benchmark import chat_ids, time_vllm
 
     ids = [chat_ids(meta.tokenizer, p["prompt"]) for p in PROMPTS[:2]]
     lengths = [5, 7, 3, 9]
@@ -150,7 +150,7 @@ def test_many_seeded_prompts_at_once_survive_on_cpu(meta, llm):
     from vllm.inputs import TokensPrompt
 
     from strategies.vllm_backend import stdout_to_stderr
-    from tts_cli.benchmark import chat_ids, gsm8k_prompts
+    from strategies.benchmark import chat_ids, gsm8k_prompts
 
     ids = [chat_ids(meta.tokenizer, p) for p in gsm8k_prompts(4)]
     assert min(len(i) for i in ids) > 60

@@ -1,7 +1,4 @@
 """tts: test-time-scaling experiments with language models, from the shell."""
-from importlib.metadata import PackageNotFoundError, version as _version
+from strategies import __version__
 
-try:
-    __version__ = _version("tts-cli")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+src"
+__all__ = ["__version__"]

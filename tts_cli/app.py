@@ -22,8 +22,8 @@ import typing
 import typer
 from typer.core import TyperGroup
 
-from tts_cli import __version__
-from tts_cli.io import InputError, JsonlWriter
+from strategies import __version__
+from strategies.jsonl import InputError, JsonlWriter
 
 try:  # typer >= 0.2x carries its own copy of click; older versions use click itself
     from typer._click import exceptions as _cx

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from tts_cli.io import InputError
+from strategies.jsonl import InputError
 
 
 @dataclass
@@ -39,7 +39,7 @@ def softcot_generator(setup: Setup, loaded, assistant: str | None, device: str, 
     projection against the pair; raises InputError before any forward pass."""
     from strategies.generators.softcot import SoftCoT
     from strategies.softcot.projection import CheckpointError, for_pair
-    from tts_cli.models import ModelNotFound, load
+    from strategies.models import ModelNotFound, load
 
     if assistant is None or assistant == loaded.name:
         helper = loaded

@@ -17,8 +17,8 @@ from strategies.aggregators import REGISTRY
 from strategies.aggregators.base import Aggregator, Batch, PoolError, decide
 from verifiers import AnswerGroups, extract_answer, group_answers, normalize_answer
 
-from strategies.records import SAMPLE_SIGNALS as SIGNALS
-from strategies.records import STOPPED
+from strategies.sample_fields import SAMPLE_SIGNALS as SIGNALS
+from strategies.sample_fields import STOPPED
 
 
 # --- method specs ---------------------------------------------------------------------------

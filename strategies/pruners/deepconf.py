@@ -22,7 +22,7 @@ import numpy as np
 from strategies.aggregators.deepconf import window_means
 from strategies.control import SKIP, START, WAIT, Controller
 from strategies.pruners import register
-from strategies.records import CONSENSUS, LOW_CONFIDENCE, ROUND, STOPPED
+from strategies.sample_fields import CONSENSUS, LOW_CONFIDENCE, ROUND, STOPPED
 
 
 def threshold_for(min_confs, keep: float) -> float:

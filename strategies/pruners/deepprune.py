@@ -13,7 +13,7 @@ import time
 from strategies.control import Controller
 from strategies.pruners import register
 from strategies.pruners.clustering import greedy_clusters, survivors
-from strategies.records import PRUNED
+from strategies.sample_fields import PRUNED
 from strategies.rng import row_rng
 
 

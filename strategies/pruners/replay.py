@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Iterable, Iterator
 
 from strategies.backend import SIGNALS, Backend, decode_text
-from strategies.records import sample_record
+from strategies.sample_fields import sample_record
 from strategies.rows import SKIPPED, Request, Row
 
 

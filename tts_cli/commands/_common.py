@@ -5,7 +5,7 @@ import os
 from contextlib import contextmanager
 from enum import Enum
 
-from tts_cli.io import InputError, iter_objects
+from strategies.jsonl import InputError, iter_objects
 
 EXTRACT_HELP = ("How answers are extracted from sample texts that have no `pred`: auto (boxed, then "
                 "'the answer is', then the last number) | boxed | gsm8k | answer-is | last-number | choice.")
@@ -120,7 +120,7 @@ def checked_plot_path(path: str) -> str:
 
 def counting_ids(records, counts: dict):
     """Pass records through, counting each `id` (for the duplicate-id warning)."""
-    from tts_cli.io import id_key
+    from strategies.jsonl import id_key
 
     for rec in records:
         if rec.get("id") is not None:

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from tts_cli.io import InputError
+from strategies.jsonl import InputError
 
 PANEL = "Pruning (--prune; docs/pruning.md)"
 

@@ -24,7 +24,7 @@ def aggregate(
     jobs: int = typer.Option(0, "--jobs", "-j", min=0, help=JOBS_HELP),
 ) -> None:
     from strategies.aggregators.api import aggregate_records
-    from tts_cli.io import JsonlWriter
+    from strategies.jsonl import JsonlWriter
 
     methods = methods_or_error(method, opt or [])
     records, lines = records_with_lines(input)

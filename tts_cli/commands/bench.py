@@ -6,8 +6,8 @@ from typing import List, Optional
 
 import typer
 
-from tts_cli.io import InputError
-from tts_cli.models import DTYPE_HELP
+from strategies.jsonl import InputError
+from strategies.models import DTYPE_HELP
 
 
 class Workload(str, Enum):
@@ -47,9 +47,9 @@ def bench(
     """Measure tokens/s of our sampler against transformers' generate() (or soft vs discrete)."""
     import orjson
 
-    from tts_cli.benchmark import bench_soft, bench_softcot, bench_vs_hf, bench_vs_vllm
+    from strategies.benchmark import bench_soft, bench_softcot, bench_vs_hf, bench_vs_vllm
     from tts_cli.commands.generate import check_backend
-    from tts_cli.models import ModelNotFound, load
+    from strategies.models import ModelNotFound, load
 
     if against not in ("hf", "vllm"):
         raise InputError(f"--against {against!r}: expected hf or vllm")

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from tts_cli.datasets import FORMATS, TEMPLATE_HELP
+from strategies.datasets import FORMATS, TEMPLATE_HELP
 
 Dataset = Enum("Dataset", {name: name for name in [*FORMATS, "jsonl"]}, type=str)
 
@@ -25,8 +25,8 @@ def data(
     id_field: str = typer.Option("id", "--id-field", help="jsonl: field holding the id (missing: the 1-based index)."),
 ) -> None:
     """Turn a benchmark file into prompt JSONL: id, prompt (question in a template), gold answer."""
-    from tts_cli.datasets import convert
-    from tts_cli.io import JsonlWriter
+    from strategies.datasets import convert
+    from strategies.jsonl import JsonlWriter
 
     with JsonlWriter(output) as out:
         for rec in convert(dataset.value, file, template, limit, question_field, answer_field, id_field):

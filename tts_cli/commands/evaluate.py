@@ -13,7 +13,7 @@ from tts_cli.commands._common import (
 from tts_cli.commands._common import (  # checks made before any work
     checked_plot_path, counting_ids, curve_size_warnings, duplicate_ids_warning,
 )
-from tts_cli.io import InputError
+from strategies.jsonl import InputError
 
 
 def parse_ks(text: str | None) -> list[int] | None:
@@ -68,7 +68,7 @@ def evaluate(
     """Score aggregated records against gold answers; --curve for accuracy vs K (RPC's protocol)."""
     from strategies.evaluation import curve as run_curve, default_ks, load_problems, summarize
     from strategies.evaluation.report import curve_table, summary_table
-    from tts_cli.io import dumps
+    from strategies.jsonl import dumps
 
     methods = methods_or_error(method, opt or []) if method else None
     ks = parse_ks(curve)

@@ -11,7 +11,7 @@ from strategies.generators.params import ANSWER as SOFT_ANSWER
 from strategies.generators.params import THINKING as SOFT_THINKING
 from strategies.generators.params import DiscreteParams, SoftCoTParams, SoftParams
 from tts_cli.commands import _prune_opts as P
-from tts_cli.io import InputError
+from strategies.jsonl import InputError
 
 DISCRETE = DiscreteParams()
 SOFT = "Soft thinking (--mode soft)"
@@ -179,9 +179,10 @@ def generate(
     from strategies.runner import GenerateOptions, default_batch_size
     from strategies.runner import generate as run
     from strategies.penalties import Penalties
-    from tts_cli import advice, progress, resume as resuming
-    from tts_cli.io import JsonlWriter, existing_ids, id_key, read_records
-    from tts_cli.models import ModelNotFound, load, load_meta, load_tokenizer
+    from strategies import resume as resuming
+    from tts_cli import advice, progress
+    from strategies.jsonl import JsonlWriter, existing_ids, id_key, read_records
+    from strategies.models import ModelNotFound, load, load_meta, load_tokenizer
 
     shard_spec = parse_shard(shard)
     engine_args = check_backend(backend, engine_arg, mode.value, compile=compile, prune=prune)
@@ -336,7 +337,7 @@ def check_backend(backend: str, engine_arg, mode: str, *, compile: bool, prune) 
 def show_first_prompt(records, model: str, opts, load_tokenizer) -> None:
     """--show-prompt: the first selected record's prompt, rendered, on stderr (only the tokenizer loads)."""
     from strategies.runner import prompt_text
-    from tts_cli.models import ModelNotFound
+    from strategies.models import ModelNotFound
 
     for rec in records:
         if rec.error:

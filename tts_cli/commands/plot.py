@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from tts_cli.commands._common import EXTRACT_HELP, checked_extract
-from tts_cli.io import InputError
+from strategies.jsonl import InputError
 
 plot_app = typer.Typer(
     help="Figures of a run's confidence signals: correct vs incorrect distributions with their AUROC "
@@ -41,7 +41,7 @@ def signals(
     signal predicts correct; ties count half; null when one side is empty)."""
     from strategies.inspection.signals import SIGNALS, labelled_signals, signal_aurocs
     from tts_cli.commands._common import records_with_lines, translate_pool_errors
-    from tts_cli.io import dumps
+    from strategies.jsonl import dumps
 
     if not output and not as_json:
         raise InputError("nothing to do: give -o FILE for the figure and/or --json for the AUROCs")
@@ -90,7 +90,7 @@ def trace(
 
     from strategies.inspection.plots import plot_trace
     from strategies.inspection.signals import group_record
-    from tts_cli.io import iter_objects
+    from strategies.jsonl import iter_objects
 
     signal = signal.replace("-", "_")
     if signal not in TRACE_SIGNALS:

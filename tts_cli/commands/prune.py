@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from tts_cli.commands import _prune_opts as P
-from tts_cli.io import InputError
+from strategies.jsonl import InputError
 
 
 def prune(
@@ -31,7 +31,7 @@ def prune(
     """Cut each sample of a stored run back to where `tts generate --prune METHOD` would have stopped it
     (same decisions for the same samples, seed and options) and report the tokens saved; or, with
     --judge-auroc, rate the DeepPrune judges on the run. See docs/pruning.md."""
-    from tts_cli.io import JsonlWriter, iter_objects
+    from strategies.jsonl import JsonlWriter, iter_objects
 
     if judge_auroc == (method is not None):
         raise InputError("give exactly one of --method deepprune|deepconf and --judge-auroc")
@@ -74,7 +74,7 @@ def prune(
 
 
 def _model(name, need_model: bool):
-    from tts_cli.models import ModelNotFound, load, load_tokenizer
+    from strategies.models import ModelNotFound, load, load_tokenizer
 
     if not name:
         raise InputError("the input names no model (run.model); give --model")

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from tts_cli.commands._common import EXTRACT_HELP, checked_extract
-from tts_cli.io import InputError
+from strategies.jsonl import InputError
 
 RED, YELLOW, DIM, BOLD, RESET = "\x1b[31m", "\x1b[33m", "\x1b[2m", "\x1b[1m", "\x1b[0m"
 
@@ -51,7 +51,7 @@ TERMINAL_COLORS = ("auto", "always", "never")
 
 def _tokenizer_for(records: list, model: str | None):
     """The tokenizer that turns trace ids into text, or (None, why not)."""
-    from tts_cli.models import ModelNotFound, load_tokenizer
+    from strategies.models import ModelNotFound, load_tokenizer
 
     if not any(isinstance(s, dict) and "trace" in s for r in records for s in (r.get("samples") or [])):
         return None, None
@@ -69,7 +69,7 @@ def write_html(file: str, out: str, ids, limit: int, wrong_only: bool, aggregate
     import os
 
     from strategies.inspection.html import COLORS, render_report, select_records
-    from tts_cli.io import iter_objects
+    from strategies.jsonl import iter_objects
 
     if color not in COLORS:
         raise InputError(f"--color {color!r}: with --html choose from {', '.join(COLORS)}")
@@ -134,7 +134,7 @@ def show(
 ) -> None:
     """Print one record's samples: text (low-confidence tokens highlighted with --trace output),
     per-sample summaries and finish reasons. --html writes a report of many records instead."""
-    from tts_cli.io import iter_objects
+    from strategies.jsonl import iter_objects
 
     if html is not None:
         return write_html(file, html, id, limit, wrong_only, aggregate, color or "confidence", model, window, extract)
@@ -158,7 +158,7 @@ def show(
             raise InputError(f"record {record.get('id')!r} has no sample {sample}")
     tokenizer = None
     if any("trace" in s for s in samples):
-        from tts_cli.models import ModelNotFound, load_tokenizer
+        from strategies.models import ModelNotFound, load_tokenizer
 
         try:
             tokenizer = load_tokenizer(model or record.get("run", {}).get("model", "smollm2-135m"))

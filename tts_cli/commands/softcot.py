@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from tts_cli.io import InputError
+from strategies.jsonl import InputError
 
 softcot_app = typer.Typer(help="SoftCoT projections: train one for an assistant/base pair (docs/softcot.md).",
                           no_args_is_help=True)
@@ -37,7 +37,7 @@ def train(
 
     import orjson
 
-    from tts_cli.io import iter_objects
+    from strategies.jsonl import iter_objects
 
     if thoughts < 1:
         raise InputError("--thoughts must be at least 1")
@@ -66,7 +66,7 @@ def train(
     from strategies.softcot.thoughts import init_token_ids
     from strategies.softcot.train import Trainer, TrainOptions, fit, resume_state, warm_start
     from tts_cli.progress import progress_bar
-    from tts_cli.models import ModelNotFound, load
+    from strategies.models import ModelNotFound, load
 
     torch.manual_seed(seed)
     try:

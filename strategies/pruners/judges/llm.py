@@ -24,7 +24,7 @@ class LLMJudge:
     def __init__(self, settings, loaded=None):
         # another engine (vLLM) holding the generator's weights leaves none here: load them
         if settings.judge_model or (loaded is not None and loaded.model is None):
-            from tts_cli.models import load
+            from strategies.models import load
 
             loaded = load(settings.judge_model or loaded.name, "cpu", "float32")
         if loaded is None:

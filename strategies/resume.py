@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import orjson
 
-from tts_cli.io import InputError
+from strategies.jsonl import InputError
 
 # where/with what it ran: version, torch, device; how it was batched: batch_size, compile,
 # cuda_graphs (float rounding only); top_logprobs only adds trace fields.

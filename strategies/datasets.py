@@ -1,6 +1,6 @@
 """Benchmark files -> prompt JSONL (`tts data`): an id, the question in a prompt template, the gold.
 
-    from tts_cli.datasets import convert
+    from strategies.datasets import convert
     for rec in convert("gsm8k", "gsm8k_test.jsonl", template="boxed", limit=5):
         print(rec["id"], rec["answer"])
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-from tts_cli.io import InputError, iter_objects
+from strategies.jsonl import InputError, iter_objects
 
 BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 

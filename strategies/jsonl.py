@@ -18,7 +18,9 @@ class InputError(Exception):
 
 
 @dataclass
-class Record:
+class InputLine:
+    """One line of an input JSONL file: its number and the object on it (or why it is not one)."""
+
     line: int          # 1-based line number in the input
     data: dict | None  # None when the line could not be parsed
     error: str | None = None
@@ -33,8 +35,8 @@ def open_input(path: str | None) -> IO[bytes]:
         raise InputError(f"cannot read {path}: {e.strerror}") from None
 
 
-def read_records(path: str | None) -> Iterator[Record]:
-    """Yield every non-blank line as a Record; a malformed line yields a Record with `error` set."""
+def read_records(path: str | None) -> Iterator[InputLine]:
+    """Yield every non-blank line as an InputLine; a malformed line yields one with `error` set."""
     fh = open_input(path)
     name = "<stdin>" if path in (None, "-") else path
     try:
@@ -44,12 +46,12 @@ def read_records(path: str | None) -> Iterator[Record]:
             try:
                 obj = orjson.loads(raw)
             except orjson.JSONDecodeError as e:
-                yield Record(lineno, None, f"{name} line {lineno}: not valid JSON ({e.args[0].split(':')[0]})")
+                yield InputLine(lineno, None, f"{name} line {lineno}: not valid JSON ({e.args[0].split(':')[0]})")
                 continue
             if not isinstance(obj, dict):
-                yield Record(lineno, None, f"{name} line {lineno}: expected a JSON object, got {type(obj).__name__}")
+                yield InputLine(lineno, None, f"{name} line {lineno}: expected a JSON object, got {type(obj).__name__}")
                 continue
-            yield Record(lineno, obj)
+            yield InputLine(lineno, obj)
     finally:
         if fh is not sys.stdin.buffer:
             fh.close()
@@ -72,7 +74,7 @@ class JsonlWriter:
 
     `append=True` keeps what an earlier, interrupted run wrote (used by --resume). `written`
     counts the records this writer finished, and `opened` lists the writers of the running command,
-    so that Ctrl-C can say how much is on disk (tts_cli/app.py).
+    so that Ctrl-C can say how much is on disk (the CLI reads it).
     """
 
     opened: list["JsonlWriter"] = []

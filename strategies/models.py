@@ -258,7 +258,7 @@ def load_tokenizer(name: str = DEFAULT_MODEL):
     kind, loc = resolve(name)
     _quiet_transformers()
     if kind == "tiny":
-        from tts_cli.tiny import byte_tokenizer
+        from strategies.tiny import byte_tokenizer
 
         return byte_tokenizer()
     if kind == "gguf":
@@ -273,7 +273,7 @@ def load(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto") -
     kind, loc = resolve(name)
     _quiet_transformers()
     if kind == "tiny":
-        from tts_cli.tiny import ARCHS, tiny_model
+        from strategies.tiny import ARCHS, tiny_model
 
         if loc not in ARCHS:
             raise ModelNotFound(f"tiny-random:{loc}: unknown architecture (known: {', '.join(ARCHS)})")

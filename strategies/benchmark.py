@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from tts_cli import hf_baseline
-from tts_cli.hf_baseline import Timing, sync
+from strategies import hf_baseline
+from strategies.hf_baseline import Timing, sync
 
 FALLBACK_PROMPTS = [
     "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins for her "
