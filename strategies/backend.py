@@ -31,6 +31,11 @@ class Capabilities:
     signals: dict[str, str] = field(default_factory=lambda: {s: "exact" for s in SIGNALS})
     stop_rows: bool = True                 # a controller can stop a row mid-flight
     inject: bool = True                    # prefill from given input embeddings (Request.inject)
+    compile: bool = True                   # torch.compile of the decode step (--compile)
+    engine_args: bool = False              # takes the engine's own settings (--engine-arg)
+    # the backend's own words for what it lacks, keyed by the field above ("modes", "stop_rows",
+    # ...): the command line refuses with them before any model loads
+    why_not: dict[str, str] = field(default_factory=dict)
 
 
 class BackendUnavailable(Exception):
@@ -47,6 +52,24 @@ def decode_text(tokenizer, ids: list[int], stop: list[str]) -> str:
     return text
 
 
+def refusal(caps: Capabilities, backend: str, *, mode: str, compile: bool = False, stop_rows: bool = False,
+            engine_args: bool = False, others: tuple[str, ...] = ()) -> str | None:
+    """Why `backend` cannot run these options, in its own words (None: it can). `stop_rows`: a
+    controller (pruner) will stop rows mid-flight; `engine_args`: engine settings were given;
+    `others`: the backends that have the mode, named when this one lacks it."""
+    if mode not in caps.modes:
+        where = " or ".join(f"--backend {o}" for o in others) or "another backend"
+        return f"--mode {mode} needs {where}: {caps.why_not.get('modes', f'{backend} has no such mode')}"
+    if compile and not caps.compile:
+        return f"--compile does not apply to --backend {backend}: {caps.why_not.get('compile', 'it does not compile')}"
+    if stop_rows and not caps.stop_rows:
+        return (f"--prune needs a backend that stops traces mid-flight, not {backend}: "
+                f"{caps.why_not.get('stop_rows', 'it cannot stop a trace once started')}")
+    if engine_args and not caps.engine_args:
+        return f"--engine-arg with --backend {backend}: {caps.why_not.get('engine_args', 'it takes no engine settings')}"
+    return None
+
+
 class Backend:
     name = "base"
     controller: Controller | None = None
@@ -55,8 +78,14 @@ class Backend:
     # many waiting rows per slot.
     LOOKAHEAD = 4
 
-    def capabilities(self) -> Capabilities:
+    @classmethod
+    def capabilities(cls) -> Capabilities:
+        """What this backend can run; known before it starts (the command line checks options with it)."""
         raise NotImplementedError
+
+    @classmethod
+    def check_installed(cls) -> None:
+        """Raise BackendUnavailable, saying what to install, when the engine is missing here."""
 
     def text_of(self, row: Row) -> str:
         """A finished row's text (stop strings cut off)."""

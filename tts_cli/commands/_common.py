@@ -155,3 +155,19 @@ def curve_size_warnings(ks: list[int], sizes: list[int]) -> list[str]:
                    f"({short} of {len(sizes)} have fewer than {min(some)} samples; smallest {lo}); "
                    "they contribute all their samples at such K")
     return out
+
+
+def parse_engine_args(items: list[str] | None) -> dict:
+    """--engine-arg KEY=VALUE, repeatable: JSON values where they parse (4, 0.8, true), else strings."""
+    import orjson
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--engine-arg {item!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            out[key.strip()] = value
+    return out

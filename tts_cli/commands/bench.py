@@ -48,14 +48,17 @@ def bench(
     import orjson
 
     from strategies.benchmark import bench_soft, bench_softcot, bench_vs_hf, bench_vs_vllm
-    from tts_cli.commands.generate import check_backend
+    from strategies.runner import check_backend
+    from tts_cli.commands._common import parse_engine_args
     from strategies.models import ModelNotFound, load
 
     if against not in ("hf", "vllm"):
         raise InputError(f"--against {against!r}: expected hf or vllm")
     if against == "vllm" and mode is not BenchMode.discrete:
         raise InputError("--against vllm times discrete decoding (vLLM has no soft or softcot mode)")
-    engine_args = check_backend("vllm", engine_arg, "discrete", compile=compile, prune=None) if against == "vllm" else {}
+    engine_args = parse_engine_args(engine_arg)
+    if against == "vllm":
+        check_backend("vllm", "discrete", compile=compile, engine_args=engine_args)
     if engine_arg and against != "vllm":
         raise InputError("--engine-arg applies to --against vllm")
     try:

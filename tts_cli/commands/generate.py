@@ -176,7 +176,8 @@ def generate(
 ) -> None:
     """Sample N traces per prompt and write one JSONL record per input record (docs/format.md)."""
     from strategies.generators import generator_class
-    from strategies.runner import GenerateOptions, default_batch_size
+    from strategies.runner import GenerateOptions, check_backend, default_batch_size
+    from tts_cli.commands._common import parse_engine_args
     from strategies.runner import generate as run
     from strategies.penalties import Penalties
     from strategies import resume as resuming
@@ -185,7 +186,8 @@ def generate(
     from strategies.models import ModelNotFound, load, load_meta, load_tokenizer
 
     shard_spec = parse_shard(shard)
-    engine_args = check_backend(backend, engine_arg, mode.value, compile=compile, prune=prune)
+    engine_args = parse_engine_args(engine_arg)
+    check_backend(backend, mode.value, compile=compile, prune=prune is not None, engine_args=engine_args)
     prune_settings = None
     if prune is not None:
         prune_settings = P.settings(prune, judge=judge, prefix=prefix, reasoning_words=reasoning_words, k1=k1,
@@ -286,52 +288,6 @@ def generate(
         bar.end(finished)  # a stopped run gets its error line, not a summary
     if resume:
         print(f"tts: --resume: skipped {skipped} records already in {output}", file=sys.stderr)
-
-
-def parse_engine_args(items: list[str] | None) -> dict:
-    """--engine-arg KEY=VALUE, repeatable: JSON values where they parse (4, 0.8, true), else strings."""
-    import orjson
-
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise InputError(f"--engine-arg {item!r}: expected KEY=VALUE")
-        try:
-            out[key.strip()] = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            out[key.strip()] = value
-    return out
-
-
-def check_backend(backend: str, engine_arg, mode: str, *, compile: bool, prune) -> dict:
-    """Every --backend check that needs no model, so bad combinations fail first, in one line."""
-    from strategies.runner import BACKENDS
-
-    if backend not in BACKENDS:
-        raise InputError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
-    args = parse_engine_args(engine_arg)
-    if backend == "native":
-        if args:
-            raise InputError("--engine-arg applies to --backend vllm or ray; the native sampler has its own options")
-        return args
-    if mode != "discrete":
-        raise InputError(f"--mode {mode} needs --backend native: vLLM decodes token ids, and no public vLLM route "
-                         "feeds mixed embeddings during decoding")
-    if compile:
-        raise InputError("--compile is the native sampler's; vLLM compiles by itself (--engine-arg enforce_eager=true turns it off)")
-    if backend in ("vllm", "ray"):
-        import importlib.util
-
-        from strategies.vllm_backend import INSTALL
-
-        if importlib.util.find_spec("vllm") is None:
-            raise InputError(f"--backend {backend} needs vLLM, which is not installed: {INSTALL}")
-        if backend == "ray" and importlib.util.find_spec("ray") is None:
-            raise InputError("--backend ray needs Ray Data: pip install 'tts-cli[ray]' (docs/scale.md)")
-    if backend == "ray" and prune is not None:
-        raise InputError("--prune needs a backend that stops traces mid-flight (native or vllm), not ray")
-    return args
 
 
 def show_first_prompt(records, model: str, opts, load_tokenizer) -> None:
