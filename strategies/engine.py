@@ -24,12 +24,13 @@ from strategies.decoder import Decoder, SharedPrefixes
 from strategies.generators import REGISTRY
 from strategies.generators.base import Generator, Text
 from strategies.layers import window_error
+from strategies.models import eos_token_ids
 from strategies.penalties import Penalties, PenaltyState
 from strategies.rng import row_rng
 from strategies.rows import LENGTH, STOP, Choice, Request, Row, Step
 from strategies.sampler import Signals, raw_signals
 
-__all__ = ["Engine", "Request", "Row", "eos_token_ids"]
+__all__ = ["Engine", "Request", "Row"]
 
 
 class Engine(Backend):
@@ -51,7 +52,7 @@ class Engine(Backend):
         self.stop_window = max((len(s) for s in self.stop), default=0) + 2
         self.seed = seed
         self.ignore_eos = ignore_eos
-        self.eos_ids = eos_token_ids(model, tokenizer)
+        self.eos_ids = eos_token_ids(getattr(model, "generation_config", None), model.config, tokenizer)
         self.vocab_size = len(tokenizer)
         self.progress = progress
         # penalties need per-slot token counts on the device: built only when one is set
@@ -264,12 +265,3 @@ def to_host(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return out
 
 
-def eos_token_ids(model, tokenizer) -> set[int]:
-    """Every id that ends a sequence: the tokenizer's EOS and the generation config's."""
-    ids = set()
-    for src in (getattr(model, "generation_config", None), model.config, tokenizer):
-        eos = getattr(src, "eos_token_id", None)
-        if eos is None:
-            continue
-        ids.update(eos if isinstance(eos, (list, tuple)) else [eos])
-    return ids

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from strategies.models import eos_token_ids
+
 
 @dataclass
 class Timing:
@@ -76,16 +78,11 @@ def _timed(run, device, warmup: bool) -> Timing:
     return Timing(tokens, elapsed, setup)
 
 
-def _eos(model) -> set:
-    eos = model.generation_config.eos_token_id
-    return set(eos if isinstance(eos, list) else [eos])
-
-
 def per_prompt(loaded, ids: list[list[int]], n: int, max_new: int, ignore_eos: bool, temperature: float,
                warmup: bool = False) -> Timing:
     """One generate(num_return_sequences=n) call per prompt."""
     model = loaded.model
-    kw, eos = _settings(loaded, n, max_new, ignore_eos, temperature), _eos(model)
+    kw, eos = _settings(loaded, n, max_new, ignore_eos, temperature), eos_token_ids(model.generation_config)
     inputs = [torch.tensor([x], device=model.device) for x in ids]
 
     def run() -> int:
@@ -104,7 +101,7 @@ def batched(loaded, ids: list[list[int]], n: int, max_new: int, ignore_eos: bool
     """All prompts' rows in one left-padded generate() call; `static`: transformers' static
     KV cache, which generate() compiles on CUDA (its documented fast path)."""
     model = loaded.model
-    kw, eos = _settings(loaded, n, max_new, ignore_eos, temperature), _eos(model)
+    kw, eos = _settings(loaded, n, max_new, ignore_eos, temperature), eos_token_ids(model.generation_config)
     if static:
         kw["cache_implementation"] = "static"
     pad = loaded.tokenizer.pad_token_id

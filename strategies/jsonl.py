@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
-from typing import IO, Any, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any, Iterable, Iterator
 
 import orjson
 
@@ -104,6 +104,69 @@ class JsonlWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@dataclass
+class Selection:
+    """Which input lines a run processes, in this order: `shard` (i, n) keeps every n-th line from
+    the i-th, `done` (id keys already in the output, for --resume) drops those, `limit` counts the
+    rest. `skipped` counts the lines dropped as done; `total` says how many lines will be kept."""
+
+    shard: tuple[int, int] | None = None
+    done: set = field(default_factory=set)
+    limit: int | None = None
+    id_field: str = "id"
+    skipped: int = 0
+
+    @staticmethod
+    def parse_shard(spec: str | None) -> tuple[int, int] | None:
+        """`i/n` (0 <= i < n), as --shard takes it; None when not given."""
+        if not spec:
+            return None
+        try:
+            i, n = (int(x) for x in spec.split("/"))
+        except ValueError:
+            raise InputError(f"--shard {spec!r}: expected i/n, e.g. 0/4") from None
+        if n < 1 or not 0 <= i < n:
+            raise InputError(f"--shard {spec!r}: need 0 <= i < n")
+        return i, n
+
+    def __call__(self, lines: Iterable[InputLine]) -> Iterator[InputLine]:
+        kept = 0
+        for ordinal, rec in enumerate(lines):
+            if self.shard and ordinal % self.shard[1] != self.shard[0]:
+                continue
+            if self.done and rec.data is not None:
+                if id_key(record_id(rec.data, rec.line, self.id_field)) in self.done:
+                    self.skipped += 1
+                    continue
+            if self.limit is not None and kept >= self.limit:
+                return
+            kept += 1
+            yield rec
+
+    def total(self, lines: int | None) -> int | None:
+        """How many of `lines` input lines this selection keeps: exact without `done`, an estimate
+        with it (the ids already in the output are assumed to come from this input and shard)."""
+        if lines is None:
+            return self.limit
+        total = lines
+        if self.shard:
+            i, n = self.shard
+            total = max(0, (lines - i + n - 1) // n)
+        total = max(0, total - len(self.done))
+        return total if self.limit is None else min(total, self.limit)
+
+
+def count_lines(path: str | None) -> int | None:
+    """Non-blank lines of an input file (a cheap pass, no JSON parsing); None for stdin."""
+    if path in (None, "-"):
+        return None
+    try:
+        with open(path, "rb") as fh:
+            return sum(1 for line in fh if not line.isspace())
+    except OSError:
+        return None
 
 
 def record_id(obj: dict, line: int, id_field: str = "id") -> Any:

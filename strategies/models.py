@@ -289,3 +289,16 @@ def load(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto") -
     model = AutoModelForCausalLM.from_pretrained(str(loc), dtype=torch_dtype, local_files_only=True)
     model.to(device).eval()
     return Loaded(model, tok, name, str(loc), sha)
+
+
+def eos_token_ids(*sources) -> set[int]:
+    """Every id that ends a sequence, from each source's `eos_token_id` (a tokenizer, a model
+    config, a generation config; an int, a list or None). Each engine passes the sources it stops
+    on: ours all three, transformers' generate() its generation config."""
+    ids: set[int] = set()
+    for src in sources:
+        eos = getattr(src, "eos_token_id", None)
+        if eos is None:
+            continue
+        ids.update(int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]))
+    return ids

@@ -42,11 +42,12 @@ from collections import namedtuple
 from typing import Iterator
 
 from strategies.backend import Backend, BackendUnavailable, Capabilities, decode_text
+from strategies.models import eos_token_ids
 from strategies.rng import trace_seed
 from strategies.rows import LENGTH, STOP, Request, Row
 from strategies.vllm_backend import (
     SIGNAL_LABELS, TOP, VLLM_LACKS, backend_kwargs, default_engine_args, import_vllm, installed_version, record_token,
-    require_vllm, stdout_to_stderr)
+    require_vllm, sampling_settings, stdout_to_stderr)
 
 OWN_KEYS = ("ray_address", "ray_num_cpus", "replicas", "ray_batch_size", "chunk_records",
             "placement_group_config")
@@ -111,15 +112,12 @@ def import_ray():
 def eos_ids(model_dir: str, tokenizer) -> set[int]:
     """The ids vLLM ends a trace at unless ignore_eos: the tokenizer's EOS and the model's
     generation config's."""
-    ids = set()
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
+    config = None
     with contextlib.suppress(Exception):
         from transformers import GenerationConfig
 
-        eos = GenerationConfig.from_pretrained(model_dir).eos_token_id
-        ids.update([eos] if isinstance(eos, int) else (eos or []))
-    return ids
+        config = GenerationConfig.from_pretrained(model_dir)
+    return eos_token_ids(tokenizer, config)
 
 
 class RayBackend(Backend):
@@ -152,16 +150,7 @@ class RayBackend(Backend):
         self.progress = progress
         self.top_logprobs = top_logprobs
         self.tokens_generated = 0
-        p = generator.params
-        pen = penalties
-        self._params = dict(
-            temperature=float(p.temperature), top_p=float(p.top_p), top_k=int(p.top_k), min_p=float(p.min_p),
-            max_tokens=int(max_new_tokens), ignore_eos=bool(ignore_eos), logprobs=TOP,
-            repetition_penalty=float(pen.repetition) if pen else 1.0,
-            presence_penalty=float(pen.presence) if pen else 0.0,
-            frequency_penalty=float(pen.frequency) if pen else 0.0)
-        if self.stop:
-            self._params["stop"] = list(self.stop)
+        self._params = sampling_settings(generator, max_new_tokens, self.stop, ignore_eos, penalties)
         self._ray = ray
         self._started = self._start_ray(ray, own)
         self._processor = self._build_processor(ray, own)

@@ -182,6 +182,20 @@ def record_token(row: Row, tok: int, top: dict, vocab: int, top_logprobs: int = 
     row.pos += 1
 
 
+def sampling_settings(generator, max_new_tokens: int, stop: list[str], ignore_eos: bool, penalties=None) -> dict:
+    """vLLM's SamplingParams fields for a discrete generator's settings (both vLLM backends), as
+    plain Python numbers so they also travel to Ray workers; the per-trace seed is added per request."""
+    p, pen = generator.params, penalties
+    out = dict(temperature=float(p.temperature), top_p=float(p.top_p), top_k=int(p.top_k), min_p=float(p.min_p),
+               max_tokens=int(max_new_tokens), ignore_eos=bool(ignore_eos), logprobs=TOP,
+               repetition_penalty=float(pen.repetition) if pen else 1.0,
+               presence_penalty=float(pen.presence) if pen else 0.0,
+               frequency_penalty=float(pen.frequency) if pen else 0.0)
+    if stop:
+        out["stop"] = list(stop)
+    return out
+
+
 def backend_kwargs(loaded, opts, progress=None, controller=None) -> dict:
     """What a vLLM-based backend takes from the run's options (`create`, here and in ray_backend)."""
     return dict(dtype=loaded.dtype, device=loaded.device, max_new_tokens=opts.max_new_tokens, stop=opts.stop,
@@ -218,13 +232,7 @@ class VLLMBackend(Backend):
         self.steps = 0
         self.live: dict[str, Row] = {}
         self._next_id = 0
-        p = generator.params
-        pen = penalties
-        self._params = dict(
-            temperature=p.temperature, top_p=p.top_p, top_k=p.top_k, min_p=p.min_p,
-            max_tokens=max_new_tokens, stop=self.stop or None, ignore_eos=ignore_eos, logprobs=TOP,
-            repetition_penalty=pen.repetition if pen else 1.0, presence_penalty=pen.presence if pen else 0.0,
-            frequency_penalty=pen.frequency if pen else 0.0)
+        self._params = sampling_settings(generator, max_new_tokens, self.stop, ignore_eos, penalties)
         if controller is not None:
             controller.bind(self.text_of)
 

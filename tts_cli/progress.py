@@ -12,30 +12,6 @@ import sys
 import time
 
 
-def count_records(path: str) -> int | None:
-    """Non-blank lines of an input file (a cheap pass, no JSON parsing); None for stdin."""
-    if path in (None, "-"):
-        return None
-    try:
-        with open(path, "rb") as fh:
-            return sum(1 for line in fh if not line.isspace())
-    except OSError:
-        return None
-
-
-def selected_total(lines: int | None, shard: tuple[int, int] | None, done: int, limit: int | None) -> int | None:
-    """How many records this run will process: exact without --resume, an estimate with it (the
-    ids already in the output are assumed to come from this input and shard)."""
-    if lines is None:
-        return limit
-    total = lines
-    if shard:
-        i, n = shard
-        total = max(0, (lines - i + n - 1) // n)
-    total = max(0, total - done)
-    return total if limit is None else min(total, limit)
-
-
 def _duration(s: float) -> str:
     s = int(round(s))
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"

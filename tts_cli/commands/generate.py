@@ -7,18 +7,27 @@ from typing import List, Optional
 
 import typer
 
+from strategies.generators.build import sampling_defaults
 from strategies.generators.params import ANSWER as SOFT_ANSWER
-from strategies.generators.params import THINKING as SOFT_THINKING
-from strategies.generators.params import DiscreteParams, SoftCoTParams, SoftParams
+from strategies.generators.params import SoftCoTParams, SoftParams
 from tts_cli.commands import _prune_opts as P
 from strategies.jsonl import InputError
 
-DISCRETE = DiscreteParams()
+DISCRETE, SOFT_THINKING = sampling_defaults("discrete"), sampling_defaults("soft")
 SOFT = "Soft thinking (--mode soft)"
 PENALTIES = "Penalties (vLLM's meanings; they shape sampling, not the recorded signals)"
 ANSWER = "Soft thinking: answer phase"
 SOFTCOT = "SoftCoT (--mode softcot, docs/softcot.md)"
 SCALE = "Engines for scale (--backend, docs/scale.md)"
+
+
+# The parameters below that the generators read (strategies/generators/build.py); the rest are the run's.
+GENERATOR_OPTIONS = frozenset({
+    "temperature", "top_p", "top_k", "min_p",
+    "max_topk", "noise", "gumbel_tau", "dirichlet_alpha", "dirichlet_on", "gaussian_sigma", "think_start", "think_end",
+    "cold_stop_entropy", "cold_stop_steps", "soft_budget",
+    "answer_temperature", "answer_top_p", "answer_top_k", "answer_min_p",
+    "assistant", "projection", "thoughts", "perturb", "perturb_sigma", "per_chain"})
 
 
 class Mode(str, Enum):
@@ -48,18 +57,6 @@ class Noise(str, Enum):
     gumbel = "gumbel"
     dirichlet = "dirichlet"
     gaussian = "gaussian"
-
-
-def parse_shard(shard: str | None) -> tuple[int, int] | None:
-    if not shard:
-        return None
-    try:
-        i, n = (int(x) for x in shard.split("/"))
-    except ValueError:
-        raise InputError(f"--shard {shard!r}: expected i/n, e.g. 0/4") from None
-    if n < 1 or not 0 <= i < n:
-        raise InputError(f"--shard {shard!r}: need 0 <= i < n")
-    return i, n
 
 
 def generate(
@@ -175,17 +172,17 @@ def generate(
                                   help="Samples per chain: -n traces come from ceil(n/M) chains."),
 ) -> None:
     """Sample N traces per prompt and write one JSONL record per input record (docs/format.md)."""
-    from strategies.generators import generator_class
+    from strategies.generators.build import prepare
     from strategies.runner import GenerateOptions, check_backend, default_batch_size
     from tts_cli.commands._common import parse_engine_args
     from strategies.runner import generate as run
     from strategies.penalties import Penalties
     from strategies import resume as resuming
     from tts_cli import advice, progress
-    from strategies.jsonl import JsonlWriter, existing_ids, id_key, read_records
+    from strategies.jsonl import JsonlWriter, Selection, count_lines, existing_ids, read_records
     from strategies.models import ModelNotFound, load, load_meta, load_tokenizer
 
-    shard_spec = parse_shard(shard)
+    shard_spec = Selection.parse_shard(shard)
     engine_args = parse_engine_args(engine_arg)
     check_backend(backend, mode.value, compile=compile, prune=prune is not None, engine_args=engine_args)
     prune_settings = None
@@ -194,28 +191,9 @@ def generate(
                                     tau=tau, max_clusters=max_clusters, k2=k2, survivors=survivors, ngram=ngram,
                                     judge_model=judge_model, judge_labels=judge_labels, warmup=warmup, keep=keep,
                                     window=window, consensus=consensus, seed=seed)
-    # Each mode has its own defaults: plain sampling for discrete and softcot (the SoftCoT papers'
-    # T = 1, top-p = 1), the paper's settings for soft.
-    base = SOFT_THINKING if mode is Mode.soft else DISCRETE
-    sampling = DiscreteParams(temperature=base.temperature if temperature is None else temperature,
-                              top_p=base.top_p if top_p is None else top_p,
-                              top_k=base.top_k if top_k is None else top_k,
-                              min_p=base.min_p if min_p is None else min_p)
-    softcot_setup = None
-    if mode is Mode.softcot:
-        from tts_cli.softcot_setup import check_options
-
-        # every check that needs no model runs now: bad input fails before any model work
-        softcot_setup = check_options(sampling, thoughts, perturb.value, perturb_sigma, per_chain, projection)
-    if mode is not Mode.soft:
-        generator = generator_class("discrete")(sampling)
-    else:
-        generator = generator_class("soft")(SoftParams(
-            thinking=sampling, answer=DiscreteParams(temperature=answer_temperature, top_p=answer_top_p,
-                                                     top_k=answer_top_k, min_p=answer_min_p),
-            max_topk=max_topk, noise=noise.value, gumbel_tau=gumbel_tau, dirichlet_alpha=dirichlet_alpha, dirichlet_on=dirichlet_on.value,
-            gaussian_sigma=gaussian_sigma, think_start=think_start, think_end=think_end,
-            cold_stop_entropy=cold_stop_entropy, cold_stop_steps=cold_stop_steps, soft_budget=soft_budget))
+    # the generator's options by parameter name (enums as their values); the library builds it
+    options = {k: v.value if isinstance(v, Enum) else v for k, v in locals().items() if k in GENERATOR_OPTIONS}
+    prepared = prepare(mode.value, options)   # every check that needs no model, before any loads
     opts = GenerateOptions(n=samples, max_new_tokens=max_new_tokens, stop=list(stop or []), seed=seed,
                            batch_size=batch_size or 64, trace=trace, raw=raw, prompt_field=prompt_field,
                            id_field=id_field, on_error=on_error.value, compile=compile, cuda_graphs=cuda_graphs,
@@ -230,64 +208,44 @@ def generate(
         raise InputError("--force only applies with --resume")
     if resume and output == "-":
         raise InputError("--resume needs -o/--output FILE (it appends to that file)")
-    done = existing_ids(output, id_field) if resume and not show_prompt else set()
-    skipped = 0
-
-    def selected():
-        # order: --shard picks its records, --resume drops those already written, --limit counts the rest
-        nonlocal skipped
-        ordinal = -1
-        kept = 0
-        for rec in read_records(input):
-            ordinal += 1
-            if shard_spec and ordinal % shard_spec[1] != shard_spec[0]:
-                continue
-            if done and rec.data is not None:
-                rid = rec.data.get(id_field)
-                if id_key(rec.line if rid is None else rid) in done:
-                    skipped += 1
-                    continue
-            if limit is not None and kept >= limit:
-                return
-            kept += 1
-            yield rec
+    # order: --shard picks its records, --resume drops those already written, --limit counts the rest
+    selection = Selection(shard_spec, existing_ids(output, id_field) if resume and not show_prompt else set(),
+                          limit, id_field)
+    selected = selection(read_records(input))
 
     if show_prompt:
-        show_first_prompt(selected(), model, opts, load_tokenizer)
+        show_first_prompt(selected, model, opts, load_tokenizer)
         return
     try:
         # another engine loads the weights itself: here only the tokenizer and config
         loaded = load(model, device, dtype) if backend == "native" else load_meta(model, device, dtype)
     except ModelNotFound as e:
         raise InputError(str(e)) from None
-    if softcot_setup is not None:
-        from tts_cli.softcot_setup import softcot_generator
-
-        generator = softcot_generator(softcot_setup, loaded, assistant, device, dtype)
+    generator = prepared.bind(loaded, load, device, dtype)
     # vLLM schedules its own batch (its max_num_seqs); the field records what was asked
     opts.batch_size = batch_size or (default_batch_size(loaded.model, max_new_tokens) if loaded.model is not None else 256)
     if backend in ("vllm", "ray") and batch_size:
         opts.engine_args.setdefault("max_num_seqs", batch_size)
-    if resume and not force and done:
+    if resume and not force and selection.done:
         from strategies.runner import run_info
 
         resuming.check(output, run_info(loaded, generator, opts))
     if mode is Mode.soft:
         advice.soft_mode(loaded.tokenizer, generator.p, samples)
     ctl = P.controller(prune_settings, loaded) if prune_settings is not None else None
-    total = progress.selected_total(progress.count_records(input), shard_spec, len(done), limit)
+    total = selection.total(count_lines(input))
     bar = progress.Progress(total, quiet).begin(model=model, device=loaded.device, dtype=loaded.dtype, samples=samples)
     finished = False
     try:
         with JsonlWriter(output, append=resume) as out:
-            for record in run(selected(), loaded, generator, opts, progress=bar, controller=ctl):
+            for record in run(selected, loaded, generator, opts, progress=bar, controller=ctl):
                 out.write(record)
                 bar.record_done()
         finished = True
     finally:
         bar.end(finished)  # a stopped run gets its error line, not a summary
     if resume:
-        print(f"tts: --resume: skipped {skipped} records already in {output}", file=sys.stderr)
+        print(f"tts: --resume: skipped {selection.skipped} records already in {output}", file=sys.stderr)
 
 
 def show_first_prompt(records, model: str, opts, load_tokenizer) -> None:
