@@ -5,8 +5,8 @@ a fresh mmap and returns it to the kernel when freed, so the [rows, vocabulary] 
 allocates (12 MiB at 64 rows of a 49k vocabulary) are page-faulted in again on every step; a
 decode run spent 8–9 s of kernel time in 2.3 million page faults. Fixing the threshold at its
 ceiling (32 MiB) and keeping up to 1 GiB of freed heap mapped lets those buffers be reused, as
-CUDA's caching allocator does on a GPU: 7x fewer faults and 5–8% more tokens/s on the realistic
-workload (docs/performance.md). Allocations above 32 MiB (weights, caches) are still mapped and
+CUDA's caching allocator does on a GPU (the measured effect is in docs/performance.md, "Freed
+buffers kept"). Allocations above 32 MiB (weights, caches) are still mapped and
 unmapped as before.
 
 This is glibc's `mallopt` through ctypes: process-wide, below Python's and torch's APIs, and a

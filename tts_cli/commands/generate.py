@@ -99,7 +99,7 @@ def generate(
                                  "See docs/performance.md."),
     cuda_graphs: bool = typer.Option(True, "--cuda-graphs/--no-cuda-graphs",
                                      help="On CUDA, capture each decode step shape once and replay it."),
-    # --- prompts, selection, penalties, resume checks (issue #15) ----------------------------
+    # --- prompts, selection, penalties, resume checks --------------------------------------
     system: Optional[str] = typer.Option(None, "--system", help="A system message, put in front of each prompt through the chat template "
                                          "(a record's own leading system message wins)."),
     show_prompt: bool = typer.Option(False, "--show-prompt", help="Print the first selected record's prompt as the model will read it "
