@@ -73,6 +73,7 @@ def refusal(caps: Capabilities, backend: str, *, mode: str, compile: bool = Fals
 class Backend:
     name = "base"
     controller: Controller | None = None
+    progress = None                        # told of every step's tokens and every finished sample
     capacity = 64                          # rows decoded at once
     # Rows a controller holds back stay waiting while later requests are admitted, up to this
     # many waiting rows per slot.
@@ -117,6 +118,8 @@ class Backend:
                 continue
             if self.controller is not None:
                 self.controller.finished(row)
+            if self.progress is not None:
+                self.progress.sample_done()
             self._release_prompt(row.req)
             last = active.pop()
             if slot < len(active):

@@ -65,10 +65,16 @@ def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path, monkeypatch):
     start = err[0]
     for field in ("model=tiny-random", "device=cpu", "dtype=float32", "records=4", "samples=2"):
         assert field in start
-    prog = [x for x in err[1:-1] if re.match(r"tts: \d+/4 records, \d+ tokens, [\d.]+ tok/s", x)]
+    prog = [x for x in err[1:-1] if re.match(r"tts: \d+/4 records, \d+/8 samples, \d+ tokens, [\d.]+ tok/s", x)]
     assert prog and len(prog) == len(err) - 2
     done = [int(x.split()[1].split("/")[0]) for x in prog]
     assert done == sorted(done) and done[-1] == 4
+    samples = [int(x.split()[3].split("/")[0]) for x in prog]
+    assert samples == sorted(samples) and samples[-1] == 8 and all(s >= 2 * d for s, d in zip(samples, done))
+    # all four records in one batch: the tokens move before any record is written
+    r = tts("generate", inp, "-n", "2", "--batch-size", "8", *TINY)
+    counts = [re.match(r"tts: (\d+)/4 records, (\d+)/8 samples, (\d+) tokens", x) for x in r.stderr.splitlines()[1:-1]]
+    assert any(m and m[1] == "0" and int(m[3]) > 0 for m in counts), r.stderr
     assert any("ETA" in x for x in prog)
     tokens = sum(s["n_tokens"] for rec in r.records() for s in rec["samples"])
     assert re.match(rf"tts: done: 4 records, {tokens} tokens in \d+:\d\d:\d\d \([\d.]+ tok/s\)$", err[-1])

@@ -3,7 +3,9 @@
 On a terminal: a tqdm bar over records (with a total and an ETA when the input is a file) showing
 tokens/s. Elsewhere (a batch job's log): a start line, a plain progress line at most every
 TTS_PROGRESS_SECONDS (30) seconds, and a summary line — no carriage returns in the log.
-The engine calls `update(tokens)` once per step; the command calls `record_done()` per record.
+The engine calls `update(tokens)` once per step and `sample_done()` per finished sample (so a run
+whose records all decode in one batch still shows movement before its first record is written);
+the command calls `record_done()` per record.
 """
 from __future__ import annotations
 
@@ -18,8 +20,11 @@ def _duration(s: float) -> str:
 
 
 class Progress:
-    def __init__(self, total: int | None, quiet: bool, interval: float | None = None):
+    def __init__(self, total: int | None, quiet: bool, interval: float | None = None, per_record: int | None = None):
         self.total = total
+        # samples of all selected records, when both counts are known
+        self.samples_total = total * per_record if total is not None and per_record else None
+        self.samples = 0
         self.quiet = quiet
         self.terminal = sys.stderr.isatty()
         self.interval = float(os.environ.get("TTS_PROGRESS_SECONDS", 30)) if interval is None else interval
@@ -54,9 +59,17 @@ class Progress:
         now = time.monotonic()
         if self.bar is not None and now - self._redrawn > 0.5:
             self._redrawn = now
-            self.bar.set_postfix_str(f"{self.rate():.1f} tok/s", refresh=False)
+            self.bar.set_postfix_str(f"{self._samples()}, {self.rate():.1f} tok/s", refresh=False)
             self.bar.refresh()
         self._maybe_line(now)
+
+    def sample_done(self) -> None:
+        """A sample finished (any reason)."""
+        self.samples += 1
+
+    def _samples(self) -> str:
+        of = "" if self.samples_total is None else f"/{self.samples_total}"
+        return f"{self.samples}{of} samples"
 
     def record_done(self) -> None:
         self.records += 1
@@ -73,7 +86,7 @@ class Progress:
         if self.total is not None and self.records:
             left = max(self.total - self.records, 0) * (now - self.start) / self.records
             eta = f", ETA {_duration(left)}"
-        self._line(f"tts: {done} records, {self.tokens} tokens, {self.rate():.1f} tok/s{eta}")
+        self._line(f"tts: {done} records, {self._samples()}, {self.tokens} tokens, {self.rate():.1f} tok/s{eta}")
 
     def end(self, finished: bool = True) -> None:
         if self.bar is not None:

@@ -234,7 +234,7 @@ def generate(
         advice.soft_mode(loaded.tokenizer, generator.p, samples)
     ctl = P.controller(prune_settings, loaded) if prune_settings is not None else None
     total = selection.total(count_lines(input))
-    bar = progress.Progress(total, quiet).begin(model=model, device=loaded.device, dtype=loaded.dtype, samples=samples)
+    bar = progress.Progress(total, quiet, per_record=samples).begin(model=model, device=loaded.device, dtype=loaded.dtype, samples=samples)
     finished = False
     try:
         with JsonlWriter(output, append=resume) as out:
