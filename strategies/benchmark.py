@@ -5,8 +5,11 @@ the machine's float32 matmul peak so tokens/s can be read as a fraction of it.
 """
 from __future__ import annotations
 
+import os
+import resource
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -41,6 +44,39 @@ def gsm8k_prompts(n: int) -> list[str]:
                     break
     qs = qs or FALLBACK_PROMPTS
     return [q + SUFFIX for q in (qs * n)[:n]]
+
+
+# Where the benchmark says what it is timing (the command line prints it on stderr); silent here.
+log: Callable[[str], None] = lambda message: None
+# Two figures that should agree on a quiet machine differing by more than this mark the run noisy.
+NOISE = 0.15
+
+
+def probe(device: str, dtype=torch.float32) -> dict:
+    """The machine's state now: a short matmul's GFLOP/s and the 1-minute load average."""
+    return {"gflops": round(matmul_peak_gflops(device, dtype, seconds=0.3), 1), "load1": round(os.getloadavg()[0], 2)}
+
+
+def noise(probes: list[dict], repeats: list[tuple[float, float]] = ()) -> dict:
+    """Whether the run can be trusted: the probes' matmul speeds, and each pair of timings of the
+    same work (ours before and after the peer), must agree within NOISE (max / min - 1)."""
+    spreads = {"probe_spread": _spread([p["gflops"] for p in probes])}
+    for k, (a, b) in enumerate(repeats):
+        spreads["repeat_spread" if k == 0 else f"repeat_spread_{k}"] = _spread([a, b])
+    return {"noisy": any(v > NOISE for v in spreads.values()), **spreads, "probes": probes}
+
+
+def _spread(values: list[float]) -> float:
+    values = [v for v in values if v > 0]
+    return round(max(values) / min(values) - 1, 3) if len(values) > 1 else 0.0
+
+
+def peak_rss_mib() -> dict:
+    """Peak resident memory so far: this process (our side, and vLLM's front end when it ran here)
+    and its largest finished child (vLLM's engine core)."""
+    kib = 1024  # Linux reports ru_maxrss in KiB
+    return {"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / kib, 1),
+            "peak_rss_children_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / kib, 1)}
 
 
 def matmul_peak_gflops(device: str, dtype=torch.float32, size: int = 1024, seconds: float = 1.0) -> float:
@@ -110,18 +146,26 @@ def bench_vs_hf(loaded, workload: str, batch_size: int = 64, warmup: bool = True
     prompts = gsm8k_prompts(n_prompts)
     generator = Discrete(DiscreteParams(temperature=temp))
     ids = [chat_ids(loaded.tokenizer, p) for p in prompts]  # tokenised once, outside every timer
+    device = str(loaded.model.device)
+    probes = [probe(device, loaded.model.dtype)]
     if warmup:
+        log("warming up both sides")
         time_tts(loaded, generator, prompts[:1], 2, 4, True, batch_size)
         hf_baseline.per_prompt(loaded, ids[:1], 2, 4, True, temp)
         hf_baseline.batched(loaded, ids[:2], 2, 4, True, temp)
+    log(f"timing ours: {n_prompts} prompts x {n} samples, up to {max_new} tokens")
     timings = {"tts": time_tts(loaded, generator, prompts, n, max_new, ignore_eos, batch_size, compile=compile)}
     cuda = str(loaded.model.device).startswith("cuda")
     if cuda:  # what the CUDA graphs are worth, same run
         timings["tts_eager"] = time_tts(loaded, generator, prompts, n, max_new, ignore_eos, batch_size,
                                         cuda_graphs=False)
     full = timings["tts"].setup > 0  # ours ran the workload once untimed: so does generate()
+    probes.append(probe(device, loaded.model.dtype))
+    log("timing generate(), one call per prompt")
     timings["hf"] = hf_baseline.per_prompt(loaded, ids, n, max_new, ignore_eos, temp, warmup=full)
     # With one prompt the batched call is the per-prompt call itself: not timed twice.
+    if n_prompts > 1:
+        log("timing generate(), all rows in one call")
     timings["hf_batched"] = (timings["hf"] if n_prompts == 1 else
                              hf_baseline.batched(loaded, ids, n, max_new, ignore_eos, temp, warmup=full))
     if cuda:  # transformers' own fast path; its compile happens in the untimed first pass
@@ -131,6 +175,8 @@ def bench_vs_hf(loaded, workload: str, batch_size: int = 64, warmup: bool = True
                   extra={"prompts": n_prompts, "samples": n, "max_new_tokens": max_new, "ignore_eos": ignore_eos,
                          "temperature": temp, "batch_size": batch_size, "compile": compile,
                          "warmup": "whole workload untimed, both sides" if full else "short run, both sides"})
+    probes.append(probe(device, loaded.model.dtype))
+    out.update(noise(probes))
     for name in ("hf_batched", "hf_static_compile"):
         if name in timings:
             out[name.replace("hf", "ratio", 1)] = round(timings["tts"].tok_s / timings[name].tok_s, 3)
@@ -171,6 +217,7 @@ def _report(loaded, workload: str, timings: dict[str, Timing], num: str, den: st
     out["matmul_peak_gflops"] = round(peak, 1)
     # 2 FLOPs per parameter per token is the dense-matmul floor of a decode step
     out["peak_fraction"] = round(timings[num].tok_s * 2 * params / (peak * 1e9), 4)
+    out.update(peak_rss_mib())
     out.update(extra)
     return out
 
@@ -272,20 +319,27 @@ def bench_vs_vllm(loaded, workload: str, batch_size: int = 64, engine_args: dict
     generator = Discrete(DiscreteParams(temperature=temp))
     device, dtype = loaded.device, loaded.dtype
 
-    def ours() -> Timing:
+    def ours(when: str) -> Timing:
         time_tts(loaded, generator, prompts[:1], 2, 4, True, batch_size)   # warm-up
+        log(f"timing ours ({when} vLLM): {len(lengths)} rows, {sum(lengths)} tokens")
         return time_tts(loaded, generator, prompts, n, max_new, True, batch_size, limits=lengths)
 
-    before = ours()
+    probes = [probe(device, loaded.model.dtype)]
+    before = ours("before")
+    probes.append(probe(device, loaded.model.dtype))
     args = {**default_engine_args(loaded.source, dtype, device, 0), **(engine_args or {})}
+    log("starting vLLM")
     t0 = time.perf_counter()
     llm = start_llm(args)
     startup = time.perf_counter() - t0
     try:
+        log(f"timing vLLM: {len(lengths)} rows, {sum(lengths)} tokens")
         peer = time_vllm(llm, ids, n, lengths, temp)
     finally:
         llm.llm_engine.engine_core.shutdown()
-    after = ours()
+    probes.append(probe(device, loaded.model.dtype))
+    after = ours("after")
+    probes.append(probe(device, loaded.model.dtype))
     mean = Timing(before.tokens + after.tokens, before.seconds + after.seconds)
     out = _report(loaded, f"{workload} (against vLLM)", {"tts": mean, "vllm": peer}, "tts", "vllm",
                   extra={"peer": "vllm", "prompts": n_prompts, "samples": n, "max_new_tokens": max_new,
@@ -297,5 +351,6 @@ def bench_vs_vllm(loaded, workload: str, batch_size: int = 64, engine_args: dict
                          "engine_args": {k: v for k, v in args.items() if k not in ("model", "tokenizer")},
                          "warmup": "one short untimed run, both sides" + (
                              "; ours also a whole untimed pass (CUDA graph capture)" if before.setup else "")})
+    out.update(noise(probes, [(before.tok_s, after.tok_s)]))
     out["ratio_vs_vllm"] = out.pop("ratio")
     return out

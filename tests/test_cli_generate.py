@@ -183,6 +183,25 @@ def test_bench_json_reports_the_batched_baseline(monkeypatch):
     assert out["ratio"] == pytest.approx(out["tts_tok_s"] / out["hf_tok_s"], rel=1e-2)
     assert out["ratio_batched"] == pytest.approx(out["tts_tok_s"] / out["hf_batched_tok_s"], rel=1e-2)
     assert "hf_static_compile_tok_s" not in out and "ratio_static_compile" not in out  # CUDA only
+    # the machine's state around the timings, and the process's peak memory
+    assert len(out["probes"]) == 3 and all(p["gflops"] > 0 for p in out["probes"])
+    gf = [p["gflops"] for p in out["probes"]]
+    assert out["probe_spread"] == pytest.approx(max(gf) / min(gf) - 1, abs=2e-3)
+    assert out["noisy"] == (out["probe_spread"] > 0.15)
+    assert out["peak_rss_mib"] > 50
+    # what is being timed goes to stderr as it starts, so a long benchmark is not silent
+    assert "tts: bench: timing ours" in r.stderr and "tts: bench: timing generate()" in r.stderr
+
+
+def test_noise_flags_probes_or_repeats_that_disagree():
+    from strategies.benchmark import noise
+
+    quiet = [{"gflops": 100.0, "load1": 0.1}, {"gflops": 108.0, "load1": 1.0}]
+    assert noise(quiet)["noisy"] is False and noise(quiet)["probe_spread"] == 0.08
+    assert noise(quiet, [(300.0, 340.0)])["noisy"] is False          # 13% apart
+    busy = noise(quiet, [(334.0, 84.0)])                               # ours fell 4x while the peer ran
+    assert busy["noisy"] is True and busy["repeat_spread"] == pytest.approx(334 / 84 - 1, abs=1e-3)
+    assert noise(quiet + [{"gflops": 60.0, "load1": 3.0}])["noisy"] is True
 
 
 def test_batched_baseline_does_the_per_prompt_work(tiny):

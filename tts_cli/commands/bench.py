@@ -1,6 +1,7 @@
 """`tts bench`: our sampler against transformers' generate(), side by side in one process."""
 from __future__ import annotations
 
+import sys
 from enum import Enum
 from typing import List, Optional
 
@@ -47,6 +48,7 @@ def bench(
     """Measure tokens/s of our sampler against transformers' generate() (or soft vs discrete)."""
     import orjson
 
+    from strategies import benchmark
     from strategies.benchmark import bench_soft, bench_softcot, bench_vs_hf, bench_vs_vllm
     from strategies.runner import check_backend
     from tts_cli.commands._common import parse_engine_args
@@ -61,6 +63,7 @@ def bench(
         check_backend("vllm", "discrete", compile=compile, engine_args=engine_args)
     if engine_arg and against != "vllm":
         raise InputError("--engine-arg applies to --against vllm")
+    benchmark.log = lambda message: print(f"tts: bench: {message}", file=sys.stderr, flush=True)
     try:
         loaded = load(model, device, dtype)
     except ModelNotFound as e:
@@ -80,6 +83,10 @@ def bench(
         ratios = {"ratio": "tts / hf (one generate() per prompt)",
                   "ratio_batched": "tts / hf_batched (all rows in one left-padded generate())",
                   "ratio_static_compile": "tts / hf_static_compile (static cache + torch.compile)"}
+    if result.get("noisy"):
+        print(f"tts: warning: the machine was busy while timing (matmul probes differ by "
+              f"{result['probe_spread']:.0%}{_repeat(result)}; load average {result['probes'][0]['load1']}): "
+              "these figures are not a fair comparison; rerun on a quiet machine", file=sys.stderr)
     if json_out:
         typer.echo(orjson.dumps(result).decode())
         return
@@ -93,3 +100,7 @@ def bench(
         if key in result:
             typer.echo(f"{key:<21} {result[key]:>6.2f}x  {label}")
     typer.echo(f"peak      {result['peak_fraction'] * 100:>8.1f}% of a {result['matmul_peak_gflops']:.0f} GFLOP/s matmul")
+
+
+def _repeat(result: dict) -> str:
+    return f", ours before and after the peer by {result['repeat_spread']:.0%}" if "repeat_spread" in result else ""
