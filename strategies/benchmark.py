@@ -299,9 +299,56 @@ def time_vllm(llm, ids: list[list[int]], n: int, lengths: list[int], temperature
     return Timing(sum(len(o.outputs[0].token_ids) for o in outs), seconds)
 
 
-def bench_vs_vllm(loaded, workload: str, batch_size: int = 64, engine_args: dict | None = None) -> dict:
-    """Our sampler and vLLM on the same model, dtype, prompts, sampling settings and per-row
-    lengths, one after the other in one process (vLLM's engine in its own, as it runs).
+def vllm_side(args: dict, ids: list[list[int]], n: int, lengths: list[int], temperature: float) -> dict:
+    """Start vLLM with `args`, time it on the workload (time_vllm), shut it down: what the peer
+    side does, in the calling process. `dtype`: what vLLM resolved (its "auto" for the model)."""
+    from strategies.vllm_backend import start_llm
+
+    t0 = time.perf_counter()
+    llm = start_llm(args)
+    startup = time.perf_counter() - t0
+    try:
+        t = time_vllm(llm, ids, n, lengths, temperature)
+        dtype = str(llm.llm_engine.vllm_config.model_config.dtype).removeprefix("torch.")
+    finally:
+        llm.llm_engine.engine_core.shutdown()
+    return {"tokens": t.tokens, "seconds": t.seconds, "startup": startup, "dtype": dtype}
+
+
+def _vllm_child(queue, *args) -> None:
+    try:
+        queue.put(("ok", vllm_side(*args)))
+    except BaseException as e:  # noqa: BLE001  (reported to the parent as one line)
+        queue.put(("error", f"{type(e).__name__}: {e}"))
+
+
+def vllm_side_in_child(*args) -> dict:
+    """vllm_side in a fresh child process, so nothing vLLM sets process-wide (threads, affinity,
+    allocator, environment) can touch the process that times our side. Not a multiprocessing
+    pool: its workers are daemons, and vLLM starts its engine core as a child of its own."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_vllm_child, args=(queue, *args))
+    proc.start()
+    try:
+        status, result = queue.get()
+    finally:
+        proc.join()
+    if status != "ok":
+        from strategies.backend import BackendUnavailable
+
+        raise BackendUnavailable(f"the vLLM side of the benchmark failed: {result}")
+    return result
+
+
+def bench_vs_vllm(loaded, workload: str, batch_size: int = 64, engine_args: dict | None = None,
+                  peer_dtype: str | None = None) -> dict:
+    """Our sampler and vLLM on the same model, prompts, sampling settings and per-row lengths, one
+    after the other: ours in this process, vLLM in a child process (its engine core in its own).
+    `peer_dtype`: vLLM's dtype (default ours; "auto": vLLM's own default for the model, the
+    comparison a user who leaves both tools at their defaults makes).
 
     Ours is timed twice, before vLLM starts and after it has shut down, so drift in the machine's
     speed shows; `tts_tok_s` is their mean. vLLM runs as a user would run it (time_vllm), not
@@ -310,7 +357,7 @@ def bench_vs_vllm(loaded, workload: str, batch_size: int = 64, engine_args: dict
     reported, not timed. Both sides compute the signals a run needs: ours all four exactly, vLLM
     the top-20 raw log-probabilities."""
     from strategies.generators.discrete import Discrete, DiscreteParams
-    from strategies.vllm_backend import default_engine_args, start_llm
+    from strategies.vllm_backend import default_engine_args
 
     n_prompts, n, max_new, temp = PEER_WORKLOADS[workload]
     prompts = gsm8k_prompts(n_prompts)
@@ -327,16 +374,10 @@ def bench_vs_vllm(loaded, workload: str, batch_size: int = 64, engine_args: dict
     probes = [probe(device, loaded.model.dtype)]
     before = ours("before")
     probes.append(probe(device, loaded.model.dtype))
-    args = {**default_engine_args(loaded.source, dtype, device, 0), **(engine_args or {})}
-    log("starting vLLM")
-    t0 = time.perf_counter()
-    llm = start_llm(args)
-    startup = time.perf_counter() - t0
-    try:
-        log(f"timing vLLM: {len(lengths)} rows, {sum(lengths)} tokens")
-        peer = time_vllm(llm, ids, n, lengths, temp)
-    finally:
-        llm.llm_engine.engine_core.shutdown()
+    args = {**default_engine_args(loaded.source, peer_dtype or dtype, device, 0), **(engine_args or {})}
+    log(f"starting vLLM in a child process, then timing it: {len(lengths)} rows, {sum(lengths)} tokens")
+    side = vllm_side_in_child(args, ids, n, lengths, temp)
+    peer, startup = Timing(side["tokens"], side["seconds"]), side["startup"]
     probes.append(probe(device, loaded.model.dtype))
     after = ours("after")
     probes.append(probe(device, loaded.model.dtype))
@@ -347,7 +388,8 @@ def bench_vs_vllm(loaded, workload: str, batch_size: int = 64, engine_args: dict
                                      "max": max(lengths), "total": sum(lengths)},
                          "ignore_eos": True, "temperature": temp, "batch_size": batch_size,
                          "tts_before_tok_s": round(before.tok_s, 2), "tts_after_tok_s": round(after.tok_s, 2),
-                         "vllm_startup_seconds": round(startup, 1),
+                         "vllm_startup_seconds": round(startup, 1), "vllm_dtype": side["dtype"],
+                         "vllm_dtype_asked": args["dtype"],
                          "engine_args": {k: v for k, v in args.items() if k not in ("model", "tokenizer")},
                          "warmup": "one short untimed run, both sides" + (
                              "; ours also a whole untimed pass (CUDA graph capture)" if before.setup else "")})

@@ -159,3 +159,21 @@ def test_many_seeded_prompts_at_once_survive_on_cpu(meta, llm):
     with stdout_to_stderr():
         outs = llm.generate(prompts, params, use_tqdm=False)
     assert [len(o.outputs[0].token_ids) for o in outs] == [2] * 64
+
+
+def test_peer_benchmark_runs_vllm_in_a_child_at_its_own_default_dtype(meta, monkeypatch):
+    """--against vllm --dtype auto: vLLM in its own process at the dtype it picks for the model
+    (reported), ours at ours; the tokens are the asked lengths on both sides, and the probes and
+    the before/after spread decide `noisy`."""
+    from strategies import benchmark
+    from strategies.models import load
+
+    monkeypatch.setitem(benchmark.PEER_WORKLOADS, "fixed", (1, 2, 6, 0.7))
+    loaded = load(meta.name, "cpu", "float32")
+    out = benchmark.bench_vs_vllm(loaded, "fixed", engine_args={"enforce_eager": True, "max_model_len": 1024},
+                                  peer_dtype="auto")
+    assert out["vllm_tokens"] == 12 and out["tts_tokens"] == 2 * 12   # ours is timed before and after
+    assert out["vllm_dtype_asked"] == "auto" and out["vllm_dtype"] in ("bfloat16", "float32", "float16")
+    assert out["dtype"] == "float32"
+    spreads = [out["probe_spread"], out["repeat_spread"]]
+    assert out["noisy"] == any(x > benchmark.NOISE for x in spreads) and len(out["probes"]) == 4

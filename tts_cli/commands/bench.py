@@ -40,8 +40,9 @@ def bench(
                                  "compile is in an untimed first pass; see tts generate --compile)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
     against: str = typer.Option("hf", "--against", help="hf: transformers' generate(). vllm: vLLM on the same model, "
-                                "dtype, prompts and settings, EOS ignored on both sides; realistic then gives each row "
-                                "its own seeded length (docs/scale.md)."),
+                                "prompts and settings (vLLM in a child process), EOS ignored on both sides; realistic then gives each "
+                                "row its own seeded length; with --dtype auto each side runs at its own default dtype, "
+                                "as a user who sets none compares them (docs/scale.md)."),
     engine_arg: Optional[List[str]] = typer.Option(None, "--engine-arg", show_default=False,
                                                    help="KEY=VALUE for vLLM (repeatable; with --against vllm)."),
 ) -> None:
@@ -75,7 +76,9 @@ def bench(
         result = bench_soft(loaded, batch_size=batch_size, compile=compile)
         sides, ratios = ("soft", "discrete"), {"ratio": "soft / discrete"}
     elif against == "vllm":
-        result = bench_vs_vllm(loaded, workload.value, batch_size=batch_size, engine_args=engine_args)
+        # --dtype auto: each side at its own default (vLLM's for the model), as a user runs them
+        result = bench_vs_vllm(loaded, workload.value, batch_size=batch_size, engine_args=engine_args,
+                               peer_dtype="auto" if dtype == "auto" else None)
         sides, ratios = ("tts", "vllm"), {"ratio_vs_vllm": "tts / vllm (same rows and lengths, EOS ignored)"}
     else:
         result = bench_vs_hf(loaded, workload.value, batch_size=batch_size, compile=compile)
@@ -99,6 +102,8 @@ def bench(
     for key, label in ratios.items():
         if key in result:
             typer.echo(f"{key:<21} {result[key]:>6.2f}x  {label}")
+    if "vllm_dtype" in result:
+        typer.echo(f"vllm dtype {result['vllm_dtype']} (asked {result['vllm_dtype_asked']}; ours {result['dtype']})")
     typer.echo(f"peak      {result['peak_fraction'] * 100:>8.1f}% of a {result['matmul_peak_gflops']:.0f} GFLOP/s matmul")
 
 
