@@ -1,12 +1,12 @@
 """Where the thoughts come from and where they go: the two prompts with their placeholders, and the
 assistant's forward pass.
 
-Assistant input: a chat user turn `INSTRUCTION + question + P placeholders`, cut right after the
-placeholders (attention is causal: nothing after them changes their states). One forward pass,
-batched over the chains of a prompt; the soft thoughts are the last-layer hidden states (after
-the final norm, as transformers' `last_hidden_state`) at the placeholder positions.
+Assistant input: the template's text, cut right after the P placeholders (attention is causal:
+nothing after them changes their states). One forward pass, batched over the chains of a prompt;
+the soft thoughts are the last-layer hidden states (after the final norm, as transformers'
+`last_hidden_state`) at the placeholder positions.
 
-Base input: the record's own user turn with P placeholders appended at its end; the engine's
+Base input: the template's user turn with P placeholders, then the assistant header; the engine's
 prefill replaces the placeholders' embeddings with the projected thoughts (Request.inject).
 
 Two prompt templates, chosen per side (assistant, base) by `resolve`:
