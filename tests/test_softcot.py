@@ -245,11 +245,13 @@ LLAMA_TEMPLATE = ("<|begin_of_text|>{% for m in messages %}<|start_header_id|>{{
                   "{{ m['content'] | trim }}<|eot_id|>{% endfor %}"
                   "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
 REF_TOKENS = {"llama": ["<|end_of_text|>", "<|reserved_special_token_0|>", "<|reserved_special_token_1|>"],
-              "qwen": ["<|endoftext|>", "<|box_start|>", "<|box_end|>"]}
+              "qwen": ["<|endoftext|>", "<|box_start|>", "<|box_end|>"],
+              "qwen3": ["<|endoftext|>", "<think>", "</think>"]}
 
 
-def family_model(family):
-    """A tiny model whose tokenizer has the family's special tokens (and, for Llama, its turn markup)."""
+def family_model(family, rows=None):
+    """A tiny model whose tokenizer has the family's special tokens (and, for Llama, its turn markup);
+    `rows`: its embedding table's length (default: the tokenizer's + 13)."""
     from strategies.tiny import SPECIALS, byte_tokenizer, tiny_model
 
     tok = byte_tokenizer()
@@ -258,8 +260,13 @@ def family_model(family):
         extra = extra + ["<|end_of_text|>", "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
                          "<|eot_id|>"]
         tok.chat_template = LLAMA_TEMPLATE
+    if family == "qwen3":   # Qwen3's markers, and its empty think block when thinking is off
+        extra = extra + ["<|box_start|>", "<|box_end|>"]
+        tok.chat_template = tok.chat_template + ("{% if add_generation_prompt and enable_thinking is defined and "
+                                                 "not enable_thinking %}<think>\n\n</think>\n\n{% endif %}")
     tok.add_special_tokens({"additional_special_tokens": SPECIALS + extra})
-    model, tok = tiny_model("llama" if family == "llama" else "qwen2", seed=5, tokenizer=tok)
+    model, tok = tiny_model({"llama": "llama", "qwen": "qwen2", "qwen3": "qwen3"}[family], seed=5, tokenizer=tok,
+                            vocab_pad=13 if rows is None else rows - len(tok))
     return Loaded(model=model, tokenizer=tok, name=f"tiny-{family}", source="-", sha256=None)
 
 
@@ -286,9 +293,18 @@ def reference_inputs(tok, atok, question, n, backbone):
                       f'you can ignore them and focus back to solving the problem.\n'
                       f'Here are prompts: {soft_thoughts}')
     input_messages = [{'role': 'user', 'content': input_content}]
-    input_ids = tok.apply_chat_template(input_messages)["input_ids"]
+    if backbone == "qwen3":
+        with_header = tok.apply_chat_template(input_messages, add_generation_prompt=True,
+                                              enable_thinking=False)["input_ids"]
+        input_ids = tok.apply_chat_template(input_messages, add_generation_prompt=False,
+                                            enable_thinking=False)["input_ids"]
+    else:
+        input_ids = tok.apply_chat_template(input_messages)["input_ids"]
+        # what we add: the assistant header after the reference's evaluation prompt
+        with_header = tok.apply_chat_template(input_messages, add_generation_prompt=True)["input_ids"]
+    qwen = backbone in ("qwen", "qwen3")
     extra = (f'- The other language model is good enough to understand the problem, so what you need to do is '
-             f'generate some informative key tokens that summarize the problem.\n') if backbone == "qwen" else ""
+             f'generate some informative key tokens that summarize the problem.\n') if qwen else ""
     assistant_template = (
         f'You are required to generate {n} tokens to help another language model '
         f'to solve the following math reasoning task efficiently and clearly. '
@@ -306,13 +322,12 @@ def reference_inputs(tok, atok, question, n, backbone):
         {'role': 'assistant', 'content': f'Here are {n} tokens to help the language model solve this math '
                                          f'reasoning task: {unk * n}'}]
     assistant_ids = atok.apply_chat_template(assistant_messages)["input_ids"]
-    base_start = len(input_ids) - 1 - n - 1 - (1 if backbone == "qwen" else 0)
-    assistant_start = len(assistant_ids) - 1 - n - (1 if backbone == "qwen" else 0)
-    with_header = tok.apply_chat_template(input_messages, add_generation_prompt=True)["input_ids"]
+    base_start = len(input_ids) - 1 - n - 1 - (1 if qwen else 0)
+    assistant_start = len(assistant_ids) - 1 - n - (1 if qwen else 0)
     return input_ids, with_header, base_start, assistant_ids, assistant_start
 
 
-@pytest.mark.parametrize("family", ["qwen", "llama"])
+@pytest.mark.parametrize("family", ["qwen", "llama", "qwen3"])
 def test_reference_templates_for_the_families_it_supports(family):
     lm = family_model(family)
     model, tok = lm.model, lm.tokenizer
@@ -371,3 +386,25 @@ def test_softcotpp_reference_checkpoint_embedding_is_loaded(pair, tmp_path):
     with pytest.raises(CheckpointError, match="both 'init' and 'embedding'") as e:
         Projection.load(tmp_path / "both.bin")
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("family,start", [("qwen", 150001), ("llama", 128011)])
+def test_init_tokens_use_the_reference_rows_under_its_template(family, start):
+    """SoftCoT++ untrained: chain c's initial vector is the reference's embedding row (llm_model.py:
+    Qwen 150001 + c, Llama 128011 + c) written into the assistant's placeholder slots."""
+    lm = family_model(family, rows=start + 8)
+    model, tok = lm.model, lm.tokenizer
+    d, n = model.config.hidden_size, 2
+    proj = random_projection(d, d)
+    gen = SoftCoT(SoftCoTParams(thoughts=n, perturb="init-tokens"), model, tok, proj)
+    obj = {"id": 3, "prompt": Q}
+    reqs = gen.requests(_req(obj, 3), obj, tok, GenerateOptions(n=3))
+    _, _, _, a_ids, a0 = reference_inputs(tok, tok, Q, n, family)
+    E = model.get_input_embeddings().weight.detach()
+    for c, r in enumerate(reqs):
+        x = E[torch.tensor(a_ids)].clone()
+        x[a0: a0 + n] = E[start + c]
+        with torch.no_grad():   # the decoder's states only: a 128k-row LM head over the prompt is not needed
+            h = model.model(inputs_embeds=x[None]).last_hidden_state[0, a0: a0 + n]
+        want = h @ proj.linear.weight.T + proj.linear.bias
+        torch.testing.assert_close(r.inject[1].float(), want.float(), atol=1e-5, rtol=1e-5)

@@ -11,7 +11,7 @@ Perturbations (one per chain c of C = ceil(n / M)):
 - none: every chain gets the same thoughts;
 - init-tokens (SoftCoT++): chain c writes an initial vector into the assistant's placeholder
   slots: the checkpoint's learned vector c % K when it has K, else embedding row
-  len(tok) - 1 - c (see thoughts.py); with learned vectors, chains past K repeat a vector and
+  len(tok) - 1 - c, or the reference's row under its template (thoughts.init_token_ids); with learned vectors, chains past K repeat a vector and
   differ only by their sampling seeds;
 - gaussian: N(0, sigma^2) added to the projected thoughts, seeded by (seed, record id, chain).
 
@@ -70,8 +70,9 @@ class SoftCoT(Discrete):
                 init = learned[:distinct]
             else:
                 distinct = n_chains
-                ids = torch.tensor(init_token_ids(self.assistant_tok, distinct))
-                init = self.assistant.get_input_embeddings().weight[ids.to(self.assistant.device)]
+                table = self.assistant.get_input_embeddings().weight
+                ids = torch.tensor(init_token_ids(self.assistant_tok, distinct, self.assistant_template, len(table)))
+                init = table[ids.to(table.device)]
         states = assistant_states(self.assistant, placed, init, chains=n_chains)
         if init is not None and len(init) < n_chains:   # cycle the learned vectors
             states = states[torch.arange(n_chains) % len(init)]

@@ -23,7 +23,8 @@ Two prompt templates, chosen per side (assistant, base) by `resolve`:
   + placeholders for the base, and the tokenizer's last id, `len(tok) - 1`, as placeholder (for a
   BPE vocabulary the last ids are its rarest merges or added special tokens, the nearest thing to
   unused rows). On the base side the id never matters: its embedding is replaced.
-SoftCoT++'s init-tokens chain i uses embedding row `len(tok) - 1 - i` under either template.
+SoftCoT++'s init-tokens chain i uses embedding row `len(tok) - 1 - i`, or under a reference
+template the reference's row (REF_INIT_ROWS) when the assistant's table has it.
 """
 from __future__ import annotations
 
@@ -118,8 +119,17 @@ def placeholder_id(tok) -> int:
     return len(tok) - 1
 
 
-def init_token_ids(tok, k: int) -> list[int]:
-    """SoftCoT++ chain i's initial vector: row len(tok) - 1 - i of the assistant's embedding table."""
+# SoftCoT++'s untrained initial vectors in the reference (llm_model.py): embedding rows from here on
+REF_INIT_ROWS = {"reference-llama": 128011, "reference-qwen": 150001, "reference-qwen3": 150001}
+
+
+def init_token_ids(tok, k: int, template: str = TTS, rows: int | None = None) -> list[int]:
+    """SoftCoT++ chain i's initial vector, a row of the assistant's embedding table: the
+    reference's row (Llama 128011 + i, its reserved tokens; Qwen 150001 + i) under a reference
+    template when the table (`rows` long) has it, else row len(tok) - 1 - i."""
+    start = REF_INIT_ROWS.get(template)
+    if start is not None and rows is not None and start + k <= rows:
+        return [start + i for i in range(k)]
     if k > len(tok):
         raise ValueError(f"{k} chains need {k} distinct embedding rows; the vocabulary has {len(tok)}")
     return [len(tok) - 1 - i for i in range(k)]

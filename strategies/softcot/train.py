@@ -133,8 +133,9 @@ class Trainer:
             return None
         if self.proj.init is not None and len(self.proj.init) >= N:
             return self.proj.init[:N]
-        ids = torch.tensor(init_token_ids(self.atok, N))
-        return self.assistant.get_input_embeddings().weight[ids].detach()
+        table = self.assistant.get_input_embeddings().weight
+        ids = torch.tensor(init_token_ids(self.atok, N, self.assistant_template, len(table)))
+        return table[ids].detach()
 
     def thoughts(self, ex: Example) -> torch.Tensor:
         """The N projected thought sets of one example, [N, P, d_base] (N = 1 without chains)."""

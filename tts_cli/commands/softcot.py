@@ -67,7 +67,7 @@ def train(
     import torch
 
     from strategies.softcot.projection import Pair, Projection, tokenizer_family
-    from strategies.softcot.thoughts import init_token_ids
+    from strategies.softcot.thoughts import init_token_ids, resolve
     from strategies.softcot.train import Trainer, TrainOptions, fit, resume_state, warm_start
     from tts_cli.progress import progress_bar
     from strategies.models import ModelNotFound, load
@@ -79,7 +79,8 @@ def train(
     except ModelNotFound as e:
         raise InputError(str(e)) from None
     d_a, d_b = helper.model.config.hidden_size, base.model.config.hidden_size
-    rows = helper.model.get_input_embeddings().weight.detach()[torch.tensor(init_token_ids(helper.tokenizer, chains))]
+    table = helper.model.get_input_embeddings().weight.detach()
+    rows = table[torch.tensor(init_token_ids(helper.tokenizer, chains, resolve(helper.tokenizer), len(table)))]
     proj = Projection.fresh(d_a, d_b, chains if learn_init else 0, init_rows=rows, seed=seed).to(base.model.device)
     opts = TrainOptions(epochs=epochs, lr=lr, batch_size=batch_size, thoughts=thoughts, chains=chains,
                         learn_init=learn_init, contrastive_weight=contrastive_weight, positive=positive, seed=seed)
