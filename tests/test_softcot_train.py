@@ -63,30 +63,59 @@ def test_one_step_reduces_the_loss_on_a_fixed_batch(tiny2, learn_init):
     assert all(not p.requires_grad for p in model.parameters())
 
 
-def independent_infonce(z, tau):
-    """Per example and chain: -log softmax over the cosine similarities to that example's chains."""
+def independent_infonce(z, tau, teacher=None):
+    """Per example and chain i: -log softmax_j of cos(z_i, teacher_j) / tau, target j = i."""
+    teacher = z if teacher is None else teacher
     total, count = 0.0, 0
     for b in range(z.shape[0]):
-        flat = [v.reshape(-1) / v.reshape(-1).norm() for v in z[b]]
-        for i in range(len(flat)):
-            sims = torch.stack([flat[i] @ f for f in flat]) / tau
+        s = [v.reshape(-1) / v.reshape(-1).norm() for v in z[b]]
+        t = [v.reshape(-1) / v.reshape(-1).norm() for v in teacher[b]]
+        for i in range(len(s)):
+            sims = torch.stack([s[i] @ f for f in t]) / tau
             total += -(sims[i] - torch.logsumexp(sims, 0))
             count += 1
     return total / count
 
 
+def by_hand_dropout(z, p, seed):
+    """nn.Dropout's map with the documented draw: keep where torch.rand >= p, scale by 1 / (1 - p)."""
+    u = torch.rand(z.shape, generator=torch.Generator().manual_seed(seed))
+    out = z.detach().clone()
+    for idx in torch.nonzero(torch.ones_like(u, dtype=torch.bool)).tolist():
+        out[tuple(idx)] = 0.0 if u[tuple(idx)] < p else z[tuple(idx)] * (1.0 / (1.0 - p))
+    return out
+
+
 @pytest.mark.parametrize("B", [1, 4])
-def test_contrastive_term_is_finite_and_differentiable(B):
+def test_contrastive_positive_is_a_dropout_copy_by_default(B):
+    """The reference's InfoNCE (SoftCoT++, nn.Dropout(p=0.5) teacher): the default."""
     g = torch.Generator().manual_seed(B)
-    z = torch.randn(B, 4, 3, 16, generator=g, dtype=torch.float64)
+    z = torch.randn(B, 4, 3, 8, generator=g, dtype=torch.float64)
     z[:, 1] = z[:, 0] + 0.1 * z[:, 1]   # two near-identical sets: a large, informative loss
     z.requires_grad_(True)
-    loss = contrastive_loss(z, 0.05)
+    loss = contrastive_loss(z, 0.05, generator=torch.Generator().manual_seed(99))
     assert torch.isfinite(loss)
-    torch.testing.assert_close(loss, independent_infonce(z.detach(), 0.05))
+    teacher = by_hand_dropout(z, 0.5, 99)
+    assert 0.3 < float((teacher == 0).double().mean()) < 0.7
+    torch.testing.assert_close(loss, independent_infonce(z.detach(), 0.05, teacher))
+    # not the self-positive: its diagonal is constant, the dropout copy's is not
+    assert abs(float(loss.detach()) - float(independent_infonce(z.detach(), 0.05))) > 1e-3
     loss.backward()
     assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
     # every example of the batch gets gradient, not just the first
+    assert all(z.grad[b].abs().sum() > 0 for b in range(B))
+    assert TrainOptions().positive == "dropout" and TrainOptions().dropout == 0.5
+
+
+@pytest.mark.parametrize("B", [1, 4])
+def test_contrastive_self_positive_option(B):
+    g = torch.Generator().manual_seed(B)
+    z = torch.randn(B, 4, 3, 16, generator=g, dtype=torch.float64)
+    z[:, 1] = z[:, 0] + 0.1 * z[:, 1]
+    z.requires_grad_(True)
+    loss = contrastive_loss(z, 0.05, positive="self")
+    torch.testing.assert_close(loss, independent_infonce(z.detach(), 0.05))
+    loss.backward()
     assert all(z.grad[b].abs().sum() > 0 for b in range(B))
 
 
@@ -137,3 +166,34 @@ def test_cli_trains_and_resumes(tmp_path):
     bad.write_text('{"question": "no rationale"}\n')
     res = tts("softcot", "train", bad, "-o", tmp_path / "x.safetensors", "-m", "tiny-random")
     assert res.code == 2 and "line 1" in res.stderr
+
+
+def test_training_uses_the_reference_template_on_its_families():
+    """On a Qwen-family tokenizer the trainer's base prompt is the reference's, around the bare
+    question, followed by the rationale (rendered by hand in tests/test_softcot.py)."""
+    from tests.test_softcot import family_model, reference_inputs
+
+    lm = family_model("qwen")
+    model, tok = lm.model, lm.tokenizer
+    tr = trainer_for(model, tok, chains=2)
+    ex = example_of(DATA[0])
+    _, with_header, b0, _, _ = reference_inputs(tok, tok, DATA[0]["question"], 3, "qwen")
+    seen = {}
+
+    def spy(*a, **kw):
+        seen["x"] = kw["inputs_embeds"].detach()
+        return real(*a, **kw)
+
+    real = tr.base.forward
+    tr.base.forward = spy
+    try:
+        total, lm_loss, cl = tr.losses([ex])
+    finally:
+        del tr.base.forward
+    E = model.get_input_embeddings().weight.detach()
+    x = seen["x"][0]
+    prompt = torch.tensor(with_header)
+    keep = [i for i in range(len(with_header)) if not b0 <= i < b0 + 3]
+    torch.testing.assert_close(x[keep], E[prompt][keep])
+    assert (x[b0: b0 + 3] - E[prompt][b0: b0 + 3]).abs().max() > 1e-3
+    assert math.isfinite(total.item()) and cl.item() > 0

@@ -11,9 +11,14 @@ Perturbations (one per chain c of C = ceil(n / M)):
 - none: every chain gets the same thoughts;
 - init-tokens (SoftCoT++): chain c writes an initial vector into the assistant's placeholder
   slots: the checkpoint's learned vector c % K when it has K, else embedding row
-  len(tok) - 1 - c (see thoughts.py); with learned vectors, chains past K repeat a vector and
+  len(tok) - 1 - c, or the reference's row under its template (thoughts.init_token_ids); with learned vectors, chains past K repeat a vector and
   differ only by their sampling seeds;
 - gaussian: N(0, sigma^2) added to the projected thoughts, seeded by (seed, record id, chain).
+
+Prompt templates (thoughts.py): per side, the reference's for a model family it supports, ours
+otherwise (`template="auto"`), or one named; `run.template` says which ran on each side. The
+base side's is fixed at construction when the base tokenizer is given, else at the first record
+(then `run.template.base` reads "auto": the auto rule on the run's model).
 """
 from __future__ import annotations
 
@@ -26,15 +31,19 @@ from strategies.generators.params import SoftCoTParams
 from strategies.rng import row_rng
 from strategies.softcot.projection import Projection
 from strategies.softcot.thoughts import (assistant_prompt, assistant_states, base_prompt, init_token_ids,
-                                         question_messages)
+                                         question_messages, resolve)
 
 
 class SoftCoT(Discrete):
     name = "softcot"
 
     def __init__(self, params: SoftCoTParams, assistant, assistant_tokenizer, projection: Projection,
-                 assistant_name: str = "", projection_label: str | None = None):
+                 assistant_name: str = "", projection_label: str | None = None, template: str = "auto",
+                 base_tokenizer=None, raw: bool = False):
         super().__init__(params.sampling)
+        self.template = template
+        self.assistant_template = resolve(assistant_tokenizer, template)
+        self.base_template = None if base_tokenizer is None else resolve(base_tokenizer, template, raw)
         self.sc = params
         self.assistant = assistant
         self.assistant_tok = assistant_tokenizer
@@ -52,7 +61,7 @@ class SoftCoT(Discrete):
     def thoughts(self, question: str, n_chains: int, seed: int, key) -> torch.Tensor:
         """The injected vectors [C, P, d_base] of one prompt's chains."""
         P = self.sc.thoughts
-        placed = assistant_prompt(self.assistant_tok, question, P)
+        placed = assistant_prompt(self.assistant_tok, question, P, self.assistant_template)
         init = None
         if self.sc.perturb == "init-tokens":
             learned = self.projection.init
@@ -61,8 +70,9 @@ class SoftCoT(Discrete):
                 init = learned[:distinct]
             else:
                 distinct = n_chains
-                ids = torch.tensor(init_token_ids(self.assistant_tok, distinct))
-                init = self.assistant.get_input_embeddings().weight[ids.to(self.assistant.device)]
+                table = self.assistant.get_input_embeddings().weight
+                ids = torch.tensor(init_token_ids(self.assistant_tok, distinct, self.assistant_template, len(table)))
+                init = table[ids.to(table.device)]
         states = assistant_states(self.assistant, placed, init, chains=n_chains)
         if init is not None and len(init) < n_chains:   # cycle the learned vectors
             states = states[torch.arange(n_chains) % len(init)]
@@ -77,7 +87,9 @@ class SoftCoT(Discrete):
         """One record's requests: one per chain, each with its injected thoughts."""
         messages = question_messages(obj, opts.prompt_field)
         question = messages[-1]["content"]
-        placed = base_prompt(tokenizer, messages, self.sc.thoughts, raw=opts.raw)
+        if self.base_template is None:
+            self.base_template = resolve(tokenizer, self.template, opts.raw)
+        placed = base_prompt(tokenizer, messages, self.sc.thoughts, raw=opts.raw, template=self.base_template)
         chains = self.chains(req.n)
         z = self.thoughts(question, len(chains), opts.seed, req.key)
         at = torch.tensor(placed.positions)
@@ -96,7 +108,8 @@ class SoftCoT(Discrete):
     def run_fields(self) -> dict:
         out = asdict(self.sc.sampling)
         out.update({k: v for k, v in asdict(self.sc).items() if k != "sampling"})
-        out.update({"assistant": self.assistant_name, "projection": self.label})
+        out.update({"assistant": self.assistant_name, "projection": self.label,
+                    "template": {"assistant": self.assistant_template, "base": self.base_template or "auto"}})
         pair = getattr(self.projection, "pair", None)
         if pair is not None:
             out["projection_pair"] = {"assistant": pair.assistant, "base": pair.base}

@@ -5,7 +5,8 @@ Two on-disk formats load:
   [K, d_assistant] (learned initial vectors, SoftCoT++), and metadata naming the model pair it
   was trained for (names, hidden sizes, tokenizer fingerprints), checked at load;
 - the reference implementation's single file: a state dict with keys `weight` and `bias` (a
-  torch pickle, loaded with weights_only, or a safetensors file without our metadata).
+  torch pickle, loaded with weights_only, or a safetensors file without our metadata); SoftCoT++'s
+  adds `embedding` [N, d_assistant], its chains' initial vectors, which load as `init`.
 
 Without a checkpoint and with assistant = base, `Projection.identity` is a training-free stand-in:
 each thought vector rescaled to the base embedding table's mean row norm. It is not SoftCoT (the
@@ -148,7 +149,10 @@ class Projection(nn.Module):
         if w.ndim != 2 or b.ndim != 1 or b.shape[0] != w.shape[0]:
             raise CheckpointError(f"projection {str(path)!r}: weight {tuple(w.shape)} and bias {tuple(b.shape)} "
                                   "do not form a linear map")
-        init = tensors.get("init")
+        if "init" in tensors and "embedding" in tensors:
+            raise CheckpointError(f"projection {str(path)!r}: both 'init' and 'embedding' (initial vectors); "
+                                  "expected one")
+        init = tensors.get("init", tensors.get("embedding"))   # SoftCoT++'s reference names them `embedding`
         ours = meta.get("format") == FORMAT
         p = cls(w.shape[1], w.shape[0], 0 if init is None else init.shape[0], kind="trained" if ours else "reference")
         with torch.no_grad():
@@ -156,7 +160,7 @@ class Projection(nn.Module):
             p.linear.bias.copy_(b.float())
             if init is not None:
                 if init.ndim != 2 or init.shape[1] != w.shape[1]:
-                    raise CheckpointError(f"projection {str(path)!r}: init {tuple(init.shape)} does not match "
+                    raise CheckpointError(f"projection {str(path)!r}: initial vectors {tuple(init.shape)} do not match "
                                           f"d_assistant {w.shape[1]}")
                 p.init.copy_(init.float())
         p.source = str(path)

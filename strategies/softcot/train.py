@@ -10,11 +10,17 @@ Loss per batch = next-token loss on the gold rationale + answer, given the proje
   len(tok) - 1 - i) in one batch; the next-token loss uses one chain per example (chain
   (step + position in batch) mod N), not all N: a base forward and backward per chain would cost
   N times as much on a CPU, while the contrastive term still sees all N.
-- The contrastive term, per example: z_i = the i-th thought set flattened and L2-normalised;
-  logits_ij = z_i . z_j / tau; loss = cross-entropy with target i (a set is its own positive,
-  the other sets of the same question its negatives), averaged over chains and over the batch.
+- The contrastive term (SoftCoT++'s InfoNCE), per example: s_i = the i-th projected thought set
+  flattened, t_i = a dropout copy of it (p = 0.5, survivors scaled by 2, a fresh mask per step,
+  as the reference's `nn.Dropout(p=0.5)`); logits_ij = cos(s_i, t_j) / tau; loss = cross-entropy
+  with target i (a set's positive is its own dropout copy, the copies of the question's other sets
+  its negatives), averaged over chains and over the batch. Gradients flow through both sides, as
+  in the reference. `positive="self"` is the older variant, t_i = s_i: its diagonal is constantly
+  1 / tau, so it only pushes the sets apart and never asks a set to be recognisable under noise.
   Computed per example and averaged, so any batch size works (the reference's version assumes
   batch size 1).
+- Templates: the generator's (thoughts.resolve), so the reference's for Llama / Qwen models; the
+  reference's template wraps the bare question (Example.question), ours the boxed prompt.
 """
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from strategies.softcot.projection import Projection
-from strategies.softcot.thoughts import assistant_prompt, assistant_states, base_prompt, init_token_ids
+from strategies.softcot.thoughts import TTS, assistant_prompt, assistant_states, base_prompt, init_token_ids, resolve
 
 BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
@@ -35,6 +41,7 @@ BOXED_INSTRUCTION = "Please reason step by step, and put your final answer withi
 class Example:
     prompt: str       # the question in the boxed template (what tts data writes)
     rationale: str    # the gold solution, ending in "The answer is \boxed{N}."
+    question: str = ""  # the bare question (what the reference's template wraps)
 
 
 @dataclass
@@ -47,6 +54,9 @@ class TrainOptions:
     learn_init: bool = False
     contrastive_weight: float = 0.1
     temperature: float = 0.05
+    positive: str = "dropout"       # InfoNCE positive: "dropout" (the reference's) | "self"
+    dropout: float = 0.5            # the positive's dropout probability
+    template: str = "auto"          # prompt template (thoughts.TEMPLATES)
     max_target_tokens: int = 192
     seed: int = 0
 
@@ -67,14 +77,28 @@ def example_of(obj: dict) -> Example:
         rationale = _CALC.sub("", steps).strip() + f"\nThe answer is \\boxed{{{final.strip().replace(',', '')}}}."
     else:
         raise ValueError("record needs 'rationale', or a GSM8K 'answer' ending in '#### N'")
-    return Example(q.strip() + "\n\n" + BOXED_INSTRUCTION, rationale)
+    return Example(q.strip() + "\n\n" + BOXED_INSTRUCTION, rationale, q.strip())
 
 
-def contrastive_loss(z: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
+POSITIVES = ("dropout", "self")
+
+
+def dropout_copy(z: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """z with each coordinate kept where a uniform draw (torch.rand from `generator`, z's shape,
+    on the CPU) is >= p, then scaled by 1 / (1 - p); the rest are zero (nn.Dropout's map)."""
+    keep = (torch.rand(z.shape, generator=generator) >= p).to(z.device, z.dtype)
+    return z * keep / (1.0 - p)
+
+
+def contrastive_loss(z: torch.Tensor, temperature: float = 0.05, positive: str = "dropout", p: float = 0.5,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
     """SoftCoT++'s InfoNCE over N thought sets per example: z [B, N, P, D] -> a scalar."""
+    if positive not in POSITIVES:
+        raise ValueError(f"positive must be one of {POSITIVES}")
     B, N = z.shape[:2]
-    flat = F.normalize(z.reshape(B, N, -1), dim=-1)
-    logits = flat @ flat.transpose(1, 2) / temperature           # [B, N, N]
+    student = F.normalize(z.reshape(B, N, -1), dim=-1)
+    teacher = student if positive == "self" else F.normalize(dropout_copy(z, p, generator).reshape(B, N, -1), dim=-1)
+    logits = student @ teacher.transpose(1, 2) / temperature      # [B, N, N]
     target = torch.arange(N, device=z.device).repeat(B)
     return F.cross_entropy(logits.reshape(B * N, N), target)
 
@@ -85,6 +109,8 @@ class Trainer:
         self.assistant, self.atok = assistant, assistant_tok
         self.proj = projection
         self.opts = opts
+        if opts.positive not in POSITIVES:
+            raise ValueError(f"positive must be one of {', '.join(POSITIVES)}")
         for m in {id(base): base, id(assistant): assistant}.values():
             m.requires_grad_(False)
             m.eval()
@@ -94,6 +120,11 @@ class Trainer:
         self.params = params
         self.optim = torch.optim.AdamW(params, lr=opts.lr, weight_decay=0.0)
         self.step_no = 0
+        self.assistant_template = resolve(assistant_tok, opts.template)
+        self.base_template = resolve(base_tok, opts.template)
+
+    def _question(self, ex: Example, template: str) -> str:
+        return ex.prompt if template == TTS or not ex.question else ex.question
 
     # ----- the loss ------------------------------------------------------------------------
     def _init_vectors(self) -> torch.Tensor | None:
@@ -102,12 +133,14 @@ class Trainer:
             return None
         if self.proj.init is not None and len(self.proj.init) >= N:
             return self.proj.init[:N]
-        ids = torch.tensor(init_token_ids(self.atok, N))
-        return self.assistant.get_input_embeddings().weight[ids].detach()
+        table = self.assistant.get_input_embeddings().weight
+        ids = torch.tensor(init_token_ids(self.atok, N, self.assistant_template, len(table)))
+        return table[ids].detach()
 
     def thoughts(self, ex: Example) -> torch.Tensor:
         """The N projected thought sets of one example, [N, P, d_base] (N = 1 without chains)."""
-        placed = assistant_prompt(self.atok, ex.prompt, self.opts.thoughts)
+        placed = assistant_prompt(self.atok, self._question(ex, self.assistant_template), self.opts.thoughts,
+                                  self.assistant_template)
         init = self._init_vectors()
         grad_init = init is not None and init.requires_grad
         with torch.set_grad_enabled(grad_init):
@@ -120,7 +153,9 @@ class Trainer:
         E = self.base.get_input_embeddings().weight
         seqs, labels, masks, injects = [], [], [], []
         for b, (ex, z) in enumerate(zip(batch, zs)):
-            placed = base_prompt(self.btok, [{"role": "user", "content": ex.prompt}], self.opts.thoughts)
+            content = self._question(ex, self.base_template)
+            placed = base_prompt(self.btok, [{"role": "user", "content": content}], self.opts.thoughts,
+                                 template=self.base_template)
             target = self.btok(ex.rationale, add_special_tokens=False)["input_ids"][: self.opts.max_target_tokens]
             eos = self.btok.eos_token_id
             target = target + ([eos] if eos is not None else [])
@@ -144,7 +179,9 @@ class Trainer:
         logits = self.base(inputs_embeds=x, attention_mask=attn).logits[:, :-1].float()
         lm = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), lab[:, 1:].reshape(-1), ignore_index=-100)
         if self.opts.chains >= 2 and self.opts.contrastive_weight > 0:
-            cl = contrastive_loss(torch.stack(zs), self.opts.temperature)
+            # the dropout mask: seeded by (seed, step), so a resumed run draws what a straight one would
+            g = torch.Generator().manual_seed(self.opts.seed * 1_000_003 + self.step_no)
+            cl = contrastive_loss(torch.stack(zs), self.opts.temperature, self.opts.positive, self.opts.dropout, g)
         else:
             cl = torch.zeros((), device=lm.device)
         return lm + self.opts.contrastive_weight * cl, lm, cl
@@ -175,7 +212,9 @@ def warm_start(trainer: Trainer, examples: Iterable[Example]) -> None:
         return
     ex = next(iter(examples))
     with torch.no_grad():
-        states = assistant_states(trainer.assistant, assistant_prompt(trainer.atok, ex.prompt, trainer.opts.thoughts))
+        tmpl = trainer.assistant_template
+        states = assistant_states(trainer.assistant, assistant_prompt(trainer.atok, trainer._question(ex, tmpl),
+                                                                      trainer.opts.thoughts, tmpl))
         E = trainer.base.get_input_embeddings().weight
         s = float(E.float().norm(dim=1).mean() / states.float().norm(dim=-1).mean())
         proj.linear.weight.copy_(torch.eye(proj.d_base) * s)
@@ -200,7 +239,9 @@ def fit(trainer: Trainer, examples: list[Example], out: str, pair, *, start_epoc
                                          f"cl {stats['contrastive']:.3f}", refresh=False)
         means = {k: round(v / max(n, 1), 4) for k, v in sums.items()}
         history.append({"epoch": epoch + 1, **means})
-        trainer.proj.save(out, pair, {**(meta or {}), "epochs_done": str(epoch + 1), "last_loss": str(means["loss"])})
+        trainer.proj.save(out, pair, {**(meta or {}), "template_assistant": trainer.assistant_template,
+                                      "template_base": trainer.base_template, "positive": trainer.opts.positive,
+                                      "epochs_done": str(epoch + 1), "last_loss": str(means["loss"])})
         torch.save({"optim": trainer.optim.state_dict(), "step": trainer.step_no, "epoch": epoch + 1},
                    str(out) + ".optim.pt")
     return history

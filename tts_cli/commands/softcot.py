@@ -25,6 +25,8 @@ def train(
     chains: int = typer.Option(4, "--chains", min=1, help="Perturbed thought sets per question (N of the contrastive term)."),
     learn_init: bool = typer.Option(False, "--learn-init", help="Also learn the N initial vectors (SoftCoT++)."),
     contrastive_weight: float = typer.Option(0.1, "--contrastive-weight", min=0.0, help="Weight of the InfoNCE term (0 = off)."),
+    positive: str = typer.Option("dropout", "--positive", help="InfoNCE positive: dropout (a p=0.5 dropout copy, "
+                                 "the reference's) | self (the set itself)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use only the first N records."),
     skip: int = typer.Option(0, "--skip", min=0, help="Skip the first N records (hold a slice apart)."),
     seed: int = typer.Option(0, "--seed", help="Seeds the shuffling."),
@@ -41,6 +43,8 @@ def train(
 
     if thoughts < 1:
         raise InputError("--thoughts must be at least 1")
+    if positive not in ("dropout", "self"):
+        raise InputError(f"--positive must be dropout or self, not {positive!r}")
     if resume and not Path(output).is_file():
         raise InputError(f"--resume: {output!r} does not exist yet")
     if not Path(input).is_file():
@@ -63,7 +67,7 @@ def train(
     import torch
 
     from strategies.softcot.projection import Pair, Projection, tokenizer_family
-    from strategies.softcot.thoughts import init_token_ids
+    from strategies.softcot.thoughts import init_token_ids, resolve
     from strategies.softcot.train import Trainer, TrainOptions, fit, resume_state, warm_start
     from tts_cli.progress import progress_bar
     from strategies.models import ModelNotFound, load
@@ -75,10 +79,11 @@ def train(
     except ModelNotFound as e:
         raise InputError(str(e)) from None
     d_a, d_b = helper.model.config.hidden_size, base.model.config.hidden_size
-    rows = helper.model.get_input_embeddings().weight.detach()[torch.tensor(init_token_ids(helper.tokenizer, chains))]
+    table = helper.model.get_input_embeddings().weight.detach()
+    rows = table[torch.tensor(init_token_ids(helper.tokenizer, chains, resolve(helper.tokenizer), len(table)))]
     proj = Projection.fresh(d_a, d_b, chains if learn_init else 0, init_rows=rows, seed=seed).to(base.model.device)
     opts = TrainOptions(epochs=epochs, lr=lr, batch_size=batch_size, thoughts=thoughts, chains=chains,
-                        learn_init=learn_init, contrastive_weight=contrastive_weight, seed=seed)
+                        learn_init=learn_init, contrastive_weight=contrastive_weight, positive=positive, seed=seed)
     trainer = Trainer(base.model, base.tokenizer, helper.model, helper.tokenizer, proj, opts)
     pair = Pair(helper.name, base.name, d_a, d_b, tokenizer_family(helper.tokenizer), tokenizer_family(base.tokenizer))
     meta = {"thoughts": str(thoughts), "chains": str(chains), "learn_init": str(learn_init),
