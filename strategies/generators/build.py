@@ -61,6 +61,7 @@ def _soft(options: dict) -> Prepared:
 
 def _softcot(options: dict) -> Prepared:
     from strategies.softcot.projection import CheckpointError, Projection
+    from strategies.softcot.thoughts import TEMPLATES
 
     own = {k: options[k] for k in ("thoughts", "perturb", "perturb_sigma", "per_chain") if k in options}
     try:
@@ -74,12 +75,15 @@ def _softcot(options: dict) -> Prepared:
             proj = Projection.load(path)   # a few small tensors: cheap, and catches bad files early
         except CheckpointError as e:
             raise InputError(str(e)) from None
-    assistant = options.get("assistant")
-    return Prepared(lambda loaded, load, device, dtype: _softcot_generator(params, path, proj, loaded, assistant,
-                                                                           load, device, dtype))
+    template = options.get("softcot_template") or "auto"
+    if template not in TEMPLATES:
+        raise InputError(f"--softcot-template {template!r}: choose from {', '.join(TEMPLATES)}")
+    assistant, raw = options.get("assistant"), bool(options.get("raw"))
+    return Prepared(lambda loaded, load, device, dtype: _softcot_generator(
+        params, path, proj, loaded, assistant, load, device, dtype, template, raw))
 
 
-def _softcot_generator(params, path, proj, loaded, assistant, load, device, dtype):
+def _softcot_generator(params, path, proj, loaded, assistant, load, device, dtype, template, raw):
     """Load the assistant (the base itself when not given or the same name) and check the
     projection against the pair; raises InputError before any forward pass."""
     from strategies.generators.softcot import SoftCoT
@@ -101,7 +105,11 @@ def _softcot_generator(params, path, proj, loaded, assistant, load, device, dtyp
         raise InputError(str(e)) from None
     for w in warnings:
         print(f"tts: warning: {w}", file=sys.stderr)
-    return SoftCoT(params, helper.model, helper.tokenizer, proj, assistant_name=helper.name)
+    try:
+        return SoftCoT(params, helper.model, helper.tokenizer, proj, assistant_name=helper.name, template=template,
+                       base_tokenizer=loaded.tokenizer, raw=raw)
+    except ValueError as e:   # a reference template on a tokenizer without its special tokens
+        raise InputError(f"--softcot-template: {e}") from None
 
 
 BUILDERS: dict[str, Callable[[dict], Prepared]] = {"discrete": _discrete, "soft": _soft, "softcot": _softcot}

@@ -27,7 +27,7 @@ GENERATOR_OPTIONS = frozenset({
     "max_topk", "noise", "gumbel_tau", "dirichlet_alpha", "dirichlet_on", "gaussian_sigma", "think_start", "think_end",
     "cold_stop_entropy", "cold_stop_steps", "soft_budget",
     "answer_temperature", "answer_top_p", "answer_top_k", "answer_min_p",
-    "assistant", "projection", "thoughts", "perturb", "perturb_sigma", "per_chain"})
+    "assistant", "projection", "thoughts", "perturb", "perturb_sigma", "per_chain", "softcot_template", "raw"})
 
 
 class Mode(str, Enum):
@@ -170,6 +170,10 @@ def generate(
                                         help="gaussian: noise std on each projected coordinate."),
     per_chain: int = typer.Option(SoftCoTParams.per_chain, "--per-chain", rich_help_panel=SOFTCOT,
                                   help="Samples per chain: -n traces come from ceil(n/M) chains."),
+    softcot_template: str = typer.Option("auto", "--softcot-template", rich_help_panel=SOFTCOT,
+                                         help="Prompt template of each side: auto (the reference's for Llama 3, "
+                                              "Qwen2.5 and Qwen3 tokenizers, ours otherwise) | tts | reference-llama | "
+                                              "reference-qwen | reference-qwen3 (docs/softcot.md)."),
 ) -> None:
     """Sample N traces per prompt and write one JSONL record per input record (docs/format.md)."""
     from strategies.generators.build import prepare
