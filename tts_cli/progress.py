@@ -42,8 +42,9 @@ def _duration(s: float) -> str:
 
 
 class Progress:
-    def __init__(self, total: int | None, quiet: bool, interval: float | None = None):
+    def __init__(self, total: int | None, quiet: bool, interval: float | None = None, command: str = "generate"):
         self.total = total
+        self.command = command
         self.quiet = quiet
         self.terminal = sys.stderr.isatty()
         self.interval = float(os.environ.get("TTS_PROGRESS_SECONDS", 30)) if interval is None else interval
@@ -62,7 +63,7 @@ class Progress:
             self.bar = tqdm(total=self.total, unit="rec", file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
         else:
             shown = " ".join(f"{k}={v}" for k, v in fields.items())
-            self._line(f"tts: generate: {shown} records={'?' if self.total is None else self.total}")
+            self._line(f"tts: {self.command}: {shown} records={'?' if self.total is None else self.total}")
         self.start = self.last = time.monotonic()
         return self
 
