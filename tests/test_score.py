@@ -251,3 +251,82 @@ def test_resume_appends_the_rest_and_refuses_other_settings(models, tmp_path):
     assert out.read_text() == full.read_text() and "skipped 1 records" in r.stderr
     err = one_line(tts("score", src, "--rm", path, "-o", out, "--resume", "--reduce", "min"))
     assert "reduce" in err and "line 1" in err
+
+
+# --- a checkpoint that ships its own architecture (as Qwen2.5-Math-PRM does) --------------------
+
+CONFIG_PY = '''from transformers import Qwen2Config
+
+
+class TinyPRMConfig(Qwen2Config):
+    model_type = "tiny_prm"
+'''
+MODELING_PY = '''from torch import nn
+from transformers import Qwen2Model, Qwen2PreTrainedModel
+
+from .configuration_tiny_prm import TinyPRMConfig
+
+
+class TinyForProcessRewardModel(Qwen2PreTrainedModel):
+    config_class = TinyPRMConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.model = Qwen2Model(config)
+        h = config.hidden_size
+        self.score = nn.Sequential(nn.Linear(h, h), nn.ReLU(), nn.Linear(h, 2))
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, **kwargs):
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return (self.score(hidden),)
+'''
+
+
+@pytest.fixture(scope="module")
+def remote(tmp_path_factory):
+    import importlib.util
+    import sys
+
+    path = tmp_path_factory.mktemp("remote") / "tinyprm"
+    path.mkdir()
+    (path / "configuration_tiny_prm.py").write_text(CONFIG_PY)
+    (path / "modeling_tiny_prm.py").write_text(MODELING_PY)
+    pkg = "tiny_prm_code"
+    spec = importlib.util.spec_from_file_location(pkg, path / "__init__.py", submodule_search_locations=[str(path)])
+    (path / "__init__.py").write_text("")
+    sys.modules[pkg] = importlib.util.module_from_spec(spec)
+    conf = importlib.import_module(f"{pkg}.configuration_tiny_prm")
+    modeling = importlib.import_module(f"{pkg}.modeling_tiny_prm")
+    (path / "__init__.py").unlink()
+    tok = _tokenizer(["<extra_0>"])
+    base = _config("Qwen2", tok)
+    torch.manual_seed(3)
+    model = modeling.TinyForProcessRewardModel(conf.TinyPRMConfig(**base.to_dict())).eval()
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["auto_map"] = {"AutoConfig": "configuration_tiny_prm.TinyPRMConfig",
+                       "AutoModel": "modeling_tiny_prm.TinyForProcessRewardModel"}
+    (path / "config.json").write_text(json.dumps(cfg))
+    return path, model
+
+
+def test_a_custom_architecture_needs_trust_remote_code(remote):
+    path, model = remote
+    err = one_line(tts("score", "-", "--rm", path, input=""))
+    assert "TinyForProcessRewardModel" in err and "--trust-remote-code" in err
+    r = score(path, "--trust-remote-code")
+    tok = _tokenizer(["<extra_0>"])
+
+    def ref(prompt, text):
+        ids = chat_ids(tok, prompt, "".join(s + "<extra_0>" for s in steps(text)))
+        with torch.no_grad():
+            probs = model(ids)[0][0].softmax(-1)
+        return probs[ids[0] == tok.convert_tokens_to_ids("<extra_0>")][:, 1].tolist()
+
+    for rec, prompt, texts in zip(r.records(), PROMPTS, TEXTS):
+        assert rec["score"]["format"] == "prm-token"
+        for s, text in zip(rec["samples"], texts):
+            if text:
+                assert s["step_rewards"] == pytest.approx(ref(prompt, text), rel=1e-4)

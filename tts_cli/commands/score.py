@@ -57,6 +57,9 @@ def score(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (auto: cuda when available)."),
     dtype: str = typer.Option("auto", "--dtype", help="auto | float32 | bfloat16 | float16 (auto: bfloat16 on CUDA, "
                               "float32 on CPU)."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
+                                           help="Run the Python files a checkpoint ships for its own architecture "
+                                                "(Qwen2.5-Math-PRM needs them); read them first."),
     resume: bool = typer.Option(False, "--resume", help="Skip ids already in --output and append to it."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress (it is plain lines when stderr is not a terminal)."),
 ) -> None:
@@ -76,7 +79,7 @@ def score(
     if not sep:
         raise InputError("--step-sep: must not be empty")
     try:
-        model = load_reward_model(rm, kind.value if kind else None, device, dtype,
+        model = load_reward_model(rm, kind.value if kind else None, device, dtype, trust_remote_code,
                                   **_format_opts(rm, kind, tag, good, bad, label, system, sep))
     except RewardModelError as e:
         raise InputError(str(e)) from None
@@ -116,16 +119,9 @@ def score(
 def _format_opts(rm, kind, tag, good, bad, label, system, sep) -> dict:
     """The options of the model's format that were given; an option the format lacks is an error
     only when it was set away from its default."""
-    from transformers import AutoConfig
+    from verifiers.rm.base import RewardModelError, _resolve, config_json, pick_format
 
-    from verifiers.rm.base import _resolve, pick_format
-    from verifiers.rm import RewardModelError
-
-    try:
-        config = AutoConfig.from_pretrained(_resolve(rm), local_files_only=True)
-    except (OSError, ValueError) as e:
-        raise RewardModelError(f"{rm}: cannot read its config ({' '.join(str(e).split())[:200]})") from None
-    cls = pick_format(rm, getattr(config, "architectures", None) or [], kind.value if kind else None)
+    cls = pick_format(rm, config_json(_resolve(rm)), kind.value if kind else None)
     given = {"tag": tag, "good": None if good == "+" else good, "bad": None if bad == "-" else bad,
              "label": label, "system": system}
     flags = {"tag": "--tag", "good": "--good", "bad": "--bad", "label": "--label", "system": "--system"}

@@ -63,6 +63,8 @@ class RewardModel:
     architecture: ClassVar[str]    # e.g. "ForSequenceClassification"
     auto_class: ClassVar[str]      # e.g. "AutoModelForSequenceClassification"
     defaults: ClassVar[dict] = {}  # format options and their defaults
+    # the suffix of a custom architecture (Python files beside the weights) that holds this format
+    remote_architecture: ClassVar[str | None] = None
 
     def __init__(self, model, tokenizer, source: str, **opts):
         unknown = set(opts) - set(self.defaults)
@@ -165,13 +167,32 @@ def _resolve(name: str) -> str:
     return str(loc)
 
 
-def pick_format(name: str, architectures: list[str], kind: str | None) -> type:
+def config_json(loc: str) -> dict:
+    """The model's config.json as data (no code runs: a custom architecture is named, not loaded)."""
+    import json
+    import os
+
+    path = os.path.join(loc, "config.json")
+    if not os.path.isdir(loc):
+        from huggingface_hub import try_to_load_from_cache
+
+        path = try_to_load_from_cache(loc, "config.json")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, TypeError, ValueError) as e:
+        raise RewardModelError(f"{loc}: cannot read its config.json ({e})") from None
+
+
+def pick_format(name: str, config: dict, kind: str | None) -> type:
+    """The format class for a model's config.json: by the suffix of its architecture's name."""
     from verifiers.rm import KINDS, REGISTRY
 
     if kind is not None and kind not in KINDS:
         raise RewardModelError(f"unknown reward-model kind {kind!r}; choose from {', '.join(KINDS)}")
-    arch = (architectures or ["(none)"])[0]
-    fits = [cls for cls in REGISTRY.values() if arch.endswith(cls.architecture)]
+    arch = (config.get("architectures") or ["(none)"])[0]
+    fits = [cls for cls in REGISTRY.values() if arch.endswith(cls.architecture)
+            or (cls.remote_architecture and arch.endswith(cls.remote_architecture))]
     if not fits:
         known = "; ".join(f"{c.name}: *{c.architecture}" for c in REGISTRY.values())
         raise RewardModelError(f"{name}: a {arch} is not a reward model tts score reads ({known})")
@@ -182,11 +203,13 @@ def pick_format(name: str, architectures: list[str], kind: str | None) -> type:
 
 
 def load_reward_model(name: str, kind: str | None = None, device: str = "auto", dtype: str = "auto",
-                      **opts) -> RewardModel:
+                      trust_remote_code: bool = False, **opts) -> RewardModel:
     """Load a reward model from a local directory or the local Hugging Face cache (never a hub).
 
     The format follows from the config's architecture; `kind` ("orm" or "prm"), when given, must
-    agree with it. `opts` are the format's options (see each format's `defaults`)."""
+    agree with it. `opts` are the format's options (see each format's `defaults`). A checkpoint
+    whose architecture ships as Python files beside its weights (Qwen2.5-Math-PRM's
+    Qwen2ForProcessRewardModel) loads only with `trust_remote_code`, which runs those files."""
     from strategies.models import ModelNotFound, _quiet_transformers, pick_device, pick_dtype
 
     try:
@@ -195,16 +218,19 @@ def load_reward_model(name: str, kind: str | None = None, device: str = "auto", 
     except ModelNotFound as e:
         raise RewardModelError(str(e)) from None
     loc = _resolve(name)
+    config = config_json(loc)
+    cls = pick_format(name, config, kind)
+    arch = (config.get("architectures") or [""])[0]
+    remote = bool(cls.remote_architecture) and arch.endswith(cls.remote_architecture)
+    if remote and not trust_remote_code:
+        raise RewardModelError(f"{name}: {arch} is defined by Python files that ship with the checkpoint; "
+                               "--trust-remote-code runs them (read them first)")
     _quiet_transformers()
     import transformers
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    try:
-        config = AutoConfig.from_pretrained(loc, local_files_only=True)
-    except (OSError, ValueError) as e:
-        raise RewardModelError(f"{name}: cannot read its config ({' '.join(str(e).split())[:200]})") from None
-    cls = pick_format(name, getattr(config, "architectures", None) or [], kind)
-    auto = getattr(transformers, cls.auto_class)
-    model = auto.from_pretrained(loc, dtype=torch_dtype, local_files_only=True).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(loc, local_files_only=True)
+    auto = getattr(transformers, "AutoModel" if remote else cls.auto_class)
+    model = auto.from_pretrained(loc, dtype=torch_dtype, local_files_only=True,
+                                 trust_remote_code=remote).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(loc, local_files_only=True, trust_remote_code=remote)
     return cls(model, tokenizer, name, **opts)

@@ -19,11 +19,12 @@ class TokenClassPRM(ProcessRewardModel):
     name = "prm-token"
     architecture = "ForTokenClassification"
     auto_class = "AutoModelForTokenClassification"
+    remote_architecture = "ForProcessRewardModel"   # Qwen2.5-Math-PRM's own class: the same head, 2 labels
     defaults = {"tag": "<extra_0>", "label": 1, "system": None}
 
     def setup(self):
         self.tag_id = self.single_token(self.opts["tag"], "the step separator token")
-        if self.model.config.num_labels < 2:
+        if getattr(self.model.config, "num_labels", 2) < 2:
             raise RewardModelError(f"{self.source}: a token-classification PRM needs 2 labels, "
                                    f"the model has {self.model.config.num_labels}")
         self.label = label_index(self.model.config, self.opts["label"], "--label")
@@ -46,7 +47,9 @@ class TokenClassPRM(ProcessRewardModel):
 
     def score_encoded(self, encoded, batch_size=8, on_tokens=None):
         def run(ids, mask, rows):
-            probs = self.model(input_ids=ids, attention_mask=mask).logits.float().softmax(-1)
+            out = self.model(input_ids=ids, attention_mask=mask)
+            logits = out.logits if hasattr(out, "logits") else out[0]   # custom classes may return a tuple
+            probs = logits.float().softmax(-1)
             return [probs[r, encoded[j][1], self.label].tolist() for r, j in enumerate(rows)]
 
         return self.forward([e[0] for e in encoded], batch_size, self.tokenizer.pad_token_id or 0, run, on_tokens)
