@@ -9,7 +9,7 @@ normalised and P(`label`) (default 1, the positive label) is the step's score.
 from __future__ import annotations
 
 from verifiers.rm import register
-from verifiers.rm.base import RewardModelError, as_messages
+from verifiers.rm.base import RewardInputError, RewardModelError, as_messages
 from verifiers.rm.orm import label_index
 from verifiers.rm.prm import ProcessRewardModel
 
@@ -39,6 +39,9 @@ class TokenClassPRM(ProcessRewardModel):
         tag = self.opts["tag"]
         response = "".join(step + tag for step in steps)
         text, at = self.chat(as_messages(prompt), response)
+        if at < 0:
+            raise RewardInputError("the reward model's chat template changes the steps' text; "
+                                   "the separators cannot be located")
         marks, end = [], at
         for step in steps:
             end += len(step) + len(tag)
