@@ -105,8 +105,9 @@ def reduced(scores, how):
     return {"last": scores[-1], "min": min(scores), "prod": math.prod(scores), "mean": sum(scores) / len(scores)}[how]
 
 
-def score(path, *args, recs=None):
-    r = tts("score", "-", "--rm", path, "--batch-size", 2, "--quiet", *args, input=jsonl(recs or records()))
+def score(path, *args, recs=None, device="cpu"):
+    r = tts("score", "-", "--rm", path, "--batch-size", 2, "--quiet", "--device", device, *args,
+            input=jsonl(recs or records()))
     assert r.code == 0, r.stderr
     return r
 
@@ -174,6 +175,7 @@ def test_the_library_scores_steps_without_any_records(models):
     for key, ref, tok in (("tag", ref_tag, _tokenizer(["ки"])), ("token", ref_token, _tokenizer(["<extra_0>"]))):
         path, model = models[key]
         rm = load_reward_model(str(path), device="cpu")
+        assert rm.kind == "prm"
         items = [(PROMPTS[0], steps(TEXTS[0][0])), ([{"role": "user", "content": PROMPTS[1]}], steps(TEXTS[1][0]))]
         got = rm.score_steps(items, batch_size=2)
         assert got[0] == pytest.approx(ref(model, tok, PROMPTS[0], TEXTS[0][0]), rel=1e-4)
@@ -185,7 +187,7 @@ def test_the_library_scores_steps_without_any_records(models):
 def test_fields_kept_notes_and_pass_through(models):
     path, _ = models["orm"]
     recs = records() + [{"id": 9, "prompt": "x", "error": "too long"}]
-    r = tts("score", "-", "--rm", path, "--quiet", input=jsonl(recs))
+    r = tts("score", "-", "--rm", path, "--quiet", "--device", "cpu", input=jsonl(recs))
     assert r.code == 0, r.stderr
     out = r.records()
     assert len(out) == 3 and out[2] == recs[2]
@@ -216,7 +218,7 @@ def one_line(r):
 def test_bad_models_and_options_are_one_line(models, tmp_path):
     orm, tag = models["orm"][0], models["tag"][0]
     assert "not a PRM" in one_line(tts("score", "-", "--rm", orm, "--kind", "prm", input=""))
-    assert "not a ORM" in one_line(tts("score", "-", "--rm", tag, "--kind", "orm", input=""))
+    assert "not an ORM" in one_line(tts("score", "-", "--rm", tag, "--kind", "orm", input=""))
     assert "not found" in one_line(tts("score", "-", "--rm", tmp_path / "nothing", input=""))
     assert "--good does not apply" in one_line(tts("score", "-", "--rm", orm, "--good", "y", input=""))
     # a causal LM whose vocabulary has no single-token tag is not a step-tag PRM
@@ -233,7 +235,7 @@ def test_too_long_a_response_names_the_record(models):
     path, _ = models["orm"]
     recs = records()
     recs[1]["samples"][2]["text"] = "word " * 100
-    r = tts("score", "-", "--rm", path, "--quiet", input=jsonl(recs))
+    r = tts("score", "-", "--rm", path, "--quiet", "--device", "cpu", input=jsonl(recs))
     assert r.code == 2 and r.stdout == ""  # the chunk is checked before any forward pass
     err = r.stderr.strip().splitlines()[-1]
     assert err.startswith("tts: error: <stdin> line 2: sample 2:") and "context (256)" in err
@@ -244,12 +246,12 @@ def test_resume_appends_the_rest_and_refuses_other_settings(models, tmp_path):
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     src.write_text(jsonl(records()))
     full = tmp_path / "full.jsonl"
-    assert tts("score", src, "--rm", path, "-o", full, "--quiet").code == 0
+    assert tts("score", src, "--rm", path, "--device", "cpu", "-o", full, "--quiet").code == 0
     out.write_text(full.read_text().splitlines()[0] + "\n")
-    r = tts("score", src, "--rm", path, "-o", out, "--resume", "--quiet")
+    r = tts("score", src, "--rm", path, "--device", "cpu", "-o", out, "--resume", "--quiet")
     assert r.code == 0, r.stderr
     assert out.read_text() == full.read_text() and "skipped 1 records" in r.stderr
-    err = one_line(tts("score", src, "--rm", path, "-o", out, "--resume", "--reduce", "min"))
+    err = one_line(tts("score", src, "--rm", path, "--device", "cpu", "-o", out, "--resume", "--reduce", "min"))
     assert "reduce" in err and "line 1" in err
 
 
@@ -330,3 +332,39 @@ def test_a_custom_architecture_needs_trust_remote_code(remote):
         for s, text in zip(rec["samples"], texts):
             if text:
                 assert s["step_rewards"] == pytest.approx(ref(prompt, text), rel=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_the_cpu_reference(models):
+    for key, ref, tok in (("orm", ref_orm, _tokenizer()), ("tag", ref_tag, _tokenizer(["ки"])),
+                          ("token", ref_token, _tokenizer(["<extra_0>"]))):
+        path, model = models[key]
+        out = score(path, "--dtype", "float32", device="cuda").records()
+        for rec, prompt, texts in zip(out, PROMPTS, TEXTS):
+            for s, text in zip(rec["samples"], texts):
+                if text:
+                    got = s["reward"] if key == "orm" else s["step_rewards"]
+                    assert got == pytest.approx(ref(model, tok, prompt, text), rel=1e-3, abs=1e-4), key
+        # the default dtype on CUDA (bfloat16) runs too; its rounding is coarser than this test's tolerance
+        assert all("reward" in s for s in score(path, device="cuda").records()[0]["samples"])
+
+
+def test_a_record_without_a_prompt_is_one_line(models):
+    recs = records()
+    del recs[1]["prompt"]
+    r = tts("score", "-", "--rm", models["orm"][0], "--quiet", "--device", "cpu", input=jsonl(recs))
+    assert r.code == 2 and r.stderr.startswith("tts: error: <stdin> line 2: the record has neither")
+
+
+def test_orm_without_a_pad_token_scores_one_at_a_time(tmp_path):
+    tok = _tokenizer()
+    path, model = _save(tmp_path, "nopad", "LlamaForSequenceClassification", tok, num_labels=1)
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["pad_token_id"] = None
+    (path / "config.json").write_text(json.dumps(cfg))
+    model.config.pad_token_id = None
+    out = score(path).records()
+    for rec, prompt, texts in zip(out, PROMPTS, TEXTS):
+        for s, text in zip(rec["samples"], texts):
+            if text:
+                assert s["reward"] == pytest.approx(ref_orm(model, tok, prompt, text), rel=1e-4, abs=1e-5)

@@ -195,7 +195,7 @@ def pick_format(name: str, config: dict, kind: str | None) -> type:
         raise RewardModelError(f"{name}: a {arch} is not a reward model tts score reads ({known})")
     cls = fits[0]
     if kind is not None and cls.kind != kind:
-        raise RewardModelError(f"{name}: a {arch} is a {cls.kind.upper()} of format {cls.name}, not a {kind.upper()}")
+        raise RewardModelError(f"{name}: a {arch} is a {cls.kind.upper()} of format {cls.name}, not {'an' if kind == 'orm' else 'a'} {kind.upper()}")
     return cls
 
 
