@@ -61,7 +61,8 @@ def score(
                                            help="Run the Python files a checkpoint ships for its own architecture "
                                                 "(Qwen2.5-Math-PRM needs them); read them first."),
     resume: bool = typer.Option(False, "--resume", help="Skip ids already in --output and append to it."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress (it is plain lines when stderr is not a terminal)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q",
+                               help="No progress (it is plain lines when stderr is not a terminal)."),
 ) -> None:
     """Add `reward` (and, from a PRM, `step_rewards`) to every sample, and a `score` object to the
     record naming the model, format, reduction and separator. Every other field is kept. Formats:
@@ -97,8 +98,8 @@ def score(
             yield line, rec
 
     total = progress.selected_total(progress.count_records(input), None, len(done), None)
-    bar = progress.Progress(total, quiet, command="score").begin(rm=rm, format=model.name, device=str(model.model.device),
-                                                                 dtype=str(model.model.dtype).removeprefix("torch."))
+    bar = progress.Progress(total, quiet, command="score").begin(
+        rm=rm, format=model.name, device=str(model.model.device), dtype=str(model.model.dtype).removeprefix("torch."))
     name = "<stdin>" if input in (None, "-") else input
     finished = False
     try:
@@ -119,9 +120,9 @@ def score(
 def _format_opts(rm, kind, tag, good, bad, label, system, sep) -> dict:
     """The options of the model's format that were given; an option the format lacks is an error
     only when it was set away from its default."""
-    from verifiers.rm.base import RewardModelError, _resolve, config_json, pick_format
+    from verifiers.rm.base import RewardModelError, config_json, locate, pick_format
 
-    cls = pick_format(rm, config_json(_resolve(rm)), kind.value if kind else None)
+    cls = pick_format(rm, config_json(locate(rm)), kind.value if kind else None)
     given = {"tag": tag, "good": None if good == "+" else good, "bad": None if bad == "-" else bad,
              "label": label, "system": system}
     flags = {"tag": "--tag", "good": "--good", "bad": "--bad", "label": "--label", "system": "--system"}

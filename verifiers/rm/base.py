@@ -90,7 +90,8 @@ class RewardModel:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
             raise RewardModelError(f"{self.source}: {what} {text!r} is {len(ids)} tokens in this tokenizer, "
-                                   f"not one; is this a {self.name} reward model? (the token is an option: --tag, --good, --bad)")
+                                   f"not one; is this a {self.name} reward model? "
+                                   "(the token is an option: --tag, --good, --bad)")
         return ids[0]
 
     def chat(self, messages: Messages, response: str) -> tuple[str, int]:
@@ -151,7 +152,8 @@ def context_length(config, tokenizer) -> int:
     return min(x for x in (n, sane_t, 10 ** 9) if x)
 
 
-def _resolve(name: str) -> str:
+def locate(name: str) -> str:
+    """A local model directory, or a hub id whose config is in the local cache (nothing is downloaded)."""
     from strategies.models import ModelNotFound, resolve
 
     try:
@@ -195,7 +197,9 @@ def pick_format(name: str, config: dict, kind: str | None) -> type:
         raise RewardModelError(f"{name}: a {arch} is not a reward model tts score reads ({known})")
     cls = fits[0]
     if kind is not None and cls.kind != kind:
-        raise RewardModelError(f"{name}: a {arch} is a {cls.kind.upper()} of format {cls.name}, not {'an' if kind == 'orm' else 'a'} {kind.upper()}")
+        article = "an" if kind == "orm" else "a"
+        raise RewardModelError(f"{name}: a {arch} is a {cls.kind.upper()} of format {cls.name}, "
+                               f"not {article} {kind.upper()}")
     return cls
 
 
@@ -214,7 +218,7 @@ def load_reward_model(name: str, kind: str | None = None, device: str = "auto", 
         torch_dtype = pick_dtype(dtype, device)
     except ModelNotFound as e:
         raise RewardModelError(str(e)) from None
-    loc = _resolve(name)
+    loc = locate(name)
     config = config_json(loc)
     cls = pick_format(name, config, kind)
     arch = (config.get("architectures") or [""])[0]
