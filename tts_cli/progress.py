@@ -20,9 +20,12 @@ def _duration(s: float) -> str:
 
 
 class Progress:
-    def __init__(self, total: int | None, quiet: bool, interval: float | None = None, per_record: int | None = None):
+    def __init__(self, total: int | None, quiet: bool, interval: float | None = None, per_record: int | None = None,
+                 command: str = "generate"):
         self.total = total
-        # samples of all selected records, when both counts are known
+        self.command = command
+        # samples are counted when the command has them (per_record: samples of each record)
+        self.per_record = per_record
         self.samples_total = total * per_record if total is not None and per_record else None
         self.samples = 0
         self.quiet = quiet
@@ -43,7 +46,7 @@ class Progress:
             self.bar = tqdm(total=self.total, unit="rec", file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
         else:
             shown = " ".join(f"{k}={v}" for k, v in fields.items())
-            self._line(f"tts: generate: {shown} records={'?' if self.total is None else self.total}")
+            self._line(f"tts: {self.command}: {shown} records={'?' if self.total is None else self.total}")
         self.start = self.last = time.monotonic()
         return self
 
@@ -59,7 +62,7 @@ class Progress:
         now = time.monotonic()
         if self.bar is not None and now - self._redrawn > 0.5:
             self._redrawn = now
-            self.bar.set_postfix_str(f"{self._samples()}, {self.rate():.1f} tok/s", refresh=False)
+            self.bar.set_postfix_str(f"{self._samples()}{self.rate():.1f} tok/s", refresh=False)
             self.bar.refresh()
         self._maybe_line(now)
 
@@ -68,8 +71,10 @@ class Progress:
         self.samples += 1
 
     def _samples(self) -> str:
+        if not self.per_record:
+            return ""
         of = "" if self.samples_total is None else f"/{self.samples_total}"
-        return f"{self.samples}{of} samples"
+        return f"{self.samples}{of} samples, "
 
     def record_done(self) -> None:
         self.records += 1
@@ -86,7 +91,7 @@ class Progress:
         if self.total is not None and self.records:
             left = max(self.total - self.records, 0) * (now - self.start) / self.records
             eta = f", ETA {_duration(left)}"
-        self._line(f"tts: {done} records, {self._samples()}, {self.tokens} tokens, {self.rate():.1f} tok/s{eta}")
+        self._line(f"tts: {done} records, {self._samples()}{self.tokens} tokens, {self.rate():.1f} tok/s{eta}")
 
     def end(self, finished: bool = True) -> None:
         if self.bar is not None:

@@ -16,3 +16,4 @@ def register(cls):
 from strategies.aggregators import (  # noqa: E402,F401  (imported for their @register)
     majority, weighted, ppl, pc, rpc, self_certainty, borda, deepconf,
 )
+from strategies.aggregators import best_of_n, weighted_best_of_n  # noqa: E402,F401  (external rewards)

@@ -3,6 +3,7 @@
 COMMANDS = [
     ("generate", "generate", "generate"),
     ("prune", "prune", "prune"),
+    ("score", "score", "score"),
     ("aggregate", "aggregate", "aggregate"),
     ("eval", "evaluate", "evaluate"),
     ("data", "data", "data"),

@@ -42,7 +42,13 @@ METHODS_HELP = """\
                   lowest 10% of window means), window=2048,
                   tail=2048, keep=0.9 (fraction kept: 0.9
                   DeepConf-high, 0.1 DeepConf-low); samples longer
-                  than the window need `tts generate --trace`"""
+                  than the window need `tts generate --trace`
+  best-of-n       answer of the sample with the highest reward
+                  (a verifier's score, e.g. from `tts score`);
+                  field=reward (any per-sample number)
+  weighted-best-of-n  answers scored by the sum of their
+                  samples' rewards (>= 0); field=reward,
+                  reduce=sum|mean (sum)"""
 
 
 def default_jobs(jobs: int) -> int:
