@@ -62,6 +62,7 @@ def parse_shard(shard: str | None) -> tuple[int, int] | None:
     return i, n
 
 
+@P.with_pruner_options
 def generate(
     input: str = typer.Argument("-", help="Prompt JSONL file, or - for stdin."),
     output: str = typer.Option("-", "-o", "--output", help="Output JSONL file, or - for stdout."),
@@ -130,11 +131,7 @@ def generate(
     # --- pruning -----------------------------------------------------------------------
     prune: Optional[str] = P.opt(None, "--prune", help="Stop samples mid-flight: deepprune (redundant traces) | "
                                  "deepconf (low-confidence traces). Default: none."),
-    judge: str = P.JUDGE, prefix: str = P.PREFIX, reasoning_words: Optional[str] = P.REASONING_WORDS,
-    k1: int = P.K1, tau: float = P.TAU, max_clusters: int = P.MAX_CLUSTERS, k2: int = P.K2,
-    survivors: str = P.SURVIVORS, ngram: int = P.NGRAM, judge_model: Optional[str] = P.JUDGE_MODEL,
-    judge_labels: str = P.JUDGE_LABELS, warmup: int = P.WARMUP, keep: float = P.KEEP, window: int = P.WINDOW,
-    consensus: Optional[float] = P.CONSENSUS,
+    # every pruner's own options (--judge, --keep, ...) are appended by @P.with_pruner_options
     # --- soft thinking -----------------------------------------------------------------
     max_topk: int = typer.Option(SoftParams.max_topk, "--max-topk", min=1, rich_help_panel=SOFT, help="K: concept-token width."),
     noise: Noise = typer.Option(Noise.none, "--noise", rich_help_panel=SOFT, help="Randomness on the top-K weights."),
@@ -173,6 +170,7 @@ def generate(
                                         help="gaussian: noise std on each projected coordinate."),
     per_chain: int = typer.Option(SoftCoTParams.per_chain, "--per-chain", rich_help_panel=SOFTCOT,
                                   help="Samples per chain: -n traces come from ceil(n/M) chains."),
+    pruner_options: Optional[dict] = None,
 ) -> None:
     """Sample N traces per prompt and write one JSONL record per input record (docs/format.md)."""
     from strategies.generators import generator_class
@@ -188,10 +186,10 @@ def generate(
     engine_args = check_backend(backend, engine_arg, mode.value, compile=compile, prune=prune)
     prune_settings = None
     if prune is not None:
-        prune_settings = P.settings(prune, judge=judge, prefix=prefix, reasoning_words=reasoning_words, k1=k1,
-                                    tau=tau, max_clusters=max_clusters, k2=k2, survivors=survivors, ngram=ngram,
-                                    judge_model=judge_model, judge_labels=judge_labels, warmup=warmup, keep=keep,
-                                    window=window, consensus=consensus, seed=seed)
+        prune_settings = P.settings(prune, pruner_options, seed)
+        P.warn_no_pruning(prune_settings, samples)
+    else:
+        P.unused(pruner_options, "no --prune given")
     # Each mode has its own defaults: plain sampling for discrete and softcot (the SoftCoT papers'
     # T = 1, top-p = 1), the paper's settings for soft.
     base = SOFT_THINKING if mode is Mode.soft else DISCRETE
@@ -276,14 +274,18 @@ def generate(
     total = progress.selected_total(progress.count_records(input), shard_spec, len(done), limit)
     bar = progress.Progress(total, quiet).begin(model=model, device=loaded.device, dtype=loaded.dtype, samples=samples)
     finished = False
+    tally = P.Tally()
     try:
         with JsonlWriter(output, append=resume) as out:
             for record in run(selected(), loaded, generator, opts, progress=bar, controller=ctl):
                 out.write(record)
                 bar.record_done()
+                tally.add(record)
         finished = True
     finally:
         bar.end(finished)  # a stopped run gets its error line, not a summary
+    if ctl is not None:
+        print(tally.line(), file=sys.stderr)
     if resume:
         print(f"tts: --resume: skipped {skipped} records already in {output}", file=sys.stderr)
 
