@@ -528,11 +528,19 @@ def test_options_of_a_pruner_not_selected_are_refused(args, message):
     assert res.code == 2 and message in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
-def test_prune_refuses_an_option_of_the_other_method(tmp_path):
+def test_prune_refuses_an_option_of_the_other_method_and_warns_when_nothing_can_stop(tmp_path, tiny):
     run = tmp_path / "run.jsonl"
     run.write_text('{"id": 1, "samples": [], "run": {"model": "tiny-random"}}\n')
     res = tts("prune", run, "--method", "deepconf", "--tau", "0.3")
     assert res.code == 2 and "--tau applies to deepprune only" in res.stderr
+    import orjson
+
+    rec = record([[3.0, 3.0, 3.0]] * 3)
+    rec["run"]["model"] = "tiny-random"
+    run.write_bytes(orjson.dumps(rec) + b"\n")
+    few = tts("prune", run, "--method", "deepconf", "--warmup", "3", "--window", "2")
+    assert few.code == 0 and "at most 3 <= --warmup 3" in few.stderr
+    assert few.stderr.strip().splitlines()[-1] == "tts prune: 9 of 9 tokens (0.0% saved)"
 
 
 def test_deepconf_warmup_covering_every_sample_warns_and_runs_end_with_a_summary():

@@ -96,11 +96,11 @@ def controller(s, loaded=None):
         raise InputError(str(e)) from None
 
 
-def warn_no_pruning(s, samples: int) -> None:
+def warn_no_pruning(s, samples: int, what: str = "--prune deepconf with -n") -> None:
     """DeepConf prunes only samples after its warm-up: say so when there are none."""
     if s.method == "deepconf" and samples <= s.warmup:
-        print(f"tts: warning: --prune deepconf with -n {samples} <= --warmup {s.warmup}: every sample is a "
-              "warm-up sample, so nothing is pruned (give -n above --warmup)", file=sys.stderr)
+        print(f"tts: warning: {what} {samples} <= --warmup {s.warmup}: every sample is a warm-up sample, "
+              "so nothing is pruned", file=sys.stderr)
 
 
 def summary(command: str, used: int, full: int) -> str:

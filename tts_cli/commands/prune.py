@@ -41,6 +41,8 @@ def prune(
         all_settings = [P.settings("deepprune", {**given, "judge": j}, run_seed) for j in judges or [""]]
     else:
         all_settings = [P.settings(method, given, run_seed)]
+        most = max((len(r["samples"]) for r in records if isinstance(r.get("samples"), list)), default=0)
+        P.warn_no_pruning(all_settings[0], most, "--method deepconf on records of at most")
     tokenizer, loaded = _model(model or run.get("model"), need_model=any(
         getattr(s, "judge", None) == "llm" and not s.judge_model for s in all_settings))
     with JsonlWriter(output) as out:
