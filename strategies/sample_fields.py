@@ -11,7 +11,15 @@ SAMPLE_SIGNALS = ("mean_logprob", "logprob", "self_certainty", "confidence", "n_
 # default; evaluation still counts their tokens.
 PRUNED, LOW_CONFIDENCE, CONSENSUS = "pruned", "low-confidence", "consensus"
 STOPPED = (PRUNED, LOW_CONFIDENCE, CONSENSUS)
-__all__ = ["ROUND", "SAMPLE_SIGNALS", "STOPPED", "TOKEN_SIGNALS", "sample_record"]
+# A finished sample that a pruner's rule keeps out of the vote (DeepConf online: a warm-up trace
+# below the threshold). It keeps its text and `finish`.
+BELOW_THRESHOLD = "below_threshold"
+__all__ = ["BELOW_THRESHOLD", "ROUND", "SAMPLE_SIGNALS", "STOPPED", "TOKEN_SIGNALS", "left_out", "sample_record"]
+
+
+def left_out(sample: dict) -> bool:
+    """A pruner stopped the sample, or its rule keeps it out of the vote: aggregators skip it."""
+    return sample.get("finish") in STOPPED or bool(sample.get(BELOW_THRESHOLD))
 
 
 def _r(x: float) -> float:

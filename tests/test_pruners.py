@@ -7,12 +7,13 @@ import pytest
 from strategies.aggregators.api import aggregate_records, build_pool, parse_methods
 from strategies.control import START, WAIT
 from strategies.generators.discrete import Discrete, DiscreteParams
-from strategies.pruners import build
+from strategies.pruners import build, settings
 from strategies.pruners.auroc import auroc, tnr_at_fnr
 from strategies.pruners.clustering import greedy_clusters, survivors
 from strategies.pruners.judges import JUDGES, register
 from strategies.pruners.replay import replay
-from strategies.pruners.settings import Prefix, PruneSettings
+from verifiers import equivalent
+from strategies.pruners.settings import Prefix
 from tests.cli import tts
 
 
@@ -128,7 +129,7 @@ def test_deepconf_threshold_and_stop_point_match_a_hand_computation(tiny):
     assert thr == 3.0
     late = [[4, 4, 4, 3, 3, 2, 2, 2, 5], [4, 4, 4, 4, 4, 4, 4, 4, 4], [2, 2]]
     rec = record(warm + late)
-    ctl = build(PruneSettings(method="deepconf", warmup=3, keep=keep, window=w))
+    ctl = build(settings("deepconf", warmup=3, keep=keep, window=w))
     out = next(replay([rec], tok, ctl, batch_size=8))
     for i, conf in enumerate(late, start=3):
         s = out["samples"][i]
@@ -146,7 +147,7 @@ def test_deepconf_holds_later_samples_until_warmup_finished(tiny):
     _, tok = tiny
     from strategies.rows import Request, Row
 
-    ctl = build(PruneSettings(method="deepconf", warmup=2, keep=0.9, window=2))
+    ctl = build(settings("deepconf", warmup=2, keep=0.9, window=2))
     ctl.bind(lambda r: "")
     req = Request(key=0, prompt_ids=[1], n=3)
     req.rows = [Row(req, i, None, 0, [], []) for i in range(3)]
@@ -166,7 +167,7 @@ def test_consensus_skips_samples_not_started(tiny):
     rec = record([[3.0] * len(ids)] * 6)
     for s in rec["samples"]:
         s["trace"]["ids"] = list(ids)
-    ctl = build(PruneSettings(method="deepconf", warmup=2, keep=0.9, window=2, consensus=0.95))
+    ctl = build(settings("deepconf", warmup=2, keep=0.9, window=2, consensus=0.95))
     out = next(replay([rec], tok, ctl, batch_size=2))
     assert len(out["samples"]) == 2 and out["skipped"] == 4
     assert out["prune"]["tokens"] == 2 * len(ids) and out["prune"]["tokens_saved"] == 4 * len(ids)
@@ -202,9 +203,9 @@ def run(tiny, settings=None, trace=True, n=6, batch=5):
 
 
 SETTINGS = {
-    "deepconf": PruneSettings(method="deepconf", warmup=3, keep=0.9, window=3),
-    "deepprune": PruneSettings(method="deepprune", judge="test-parity", prefix=Prefix("tokens", 4), k2=1),
-    "deepprune-reps": PruneSettings(method="deepprune", judge="test-parity", prefix=Prefix("tokens", 4),
+    "deepconf": settings("deepconf", warmup=3, keep=0.9, window=3),
+    "deepprune": settings("deepprune", judge="test-parity", prefix="tokens:4", survivors="largest", k2=1),
+    "deepprune-reps": settings("deepprune", judge="test-parity", prefix="tokens:4",
                                     survivors="representatives"),
 }
 
@@ -351,12 +352,12 @@ def test_cli_generate_prune_and_replay(tmp_path):
 def test_embedding_judge_loads_offline_and_ranks_paraphrases_above_unrelated_text():
     from strategies.pruners.judges import make_judge
 
-    j = make_judge(PruneSettings(judge="embedding"))
+    j = make_judge(settings("deepprune", judge="embedding"))
     a = "First, 3 apples plus 4 apples make 7 apples."
     s = j.score([(a, a), (a, "First, 4 apples and 3 apples give 7 apples."),
                  (a, "The weather in Paris was rainy all week.")])
     assert s[0] == pytest.approx(1.0, abs=1e-5)
-    assert s[1] > s[2] and 0 <= s[2] <= 1
+    assert s[1] > s[2] and -1 <= s[2] <= 1
 
 
 def test_llm_judge_is_p_yes_over_yes_and_no_computed_unpadded(tiny):
@@ -366,7 +367,7 @@ def test_llm_judge_is_p_yes_over_yes_and_no_computed_unpadded(tiny):
     from strategies.models import Loaded
 
     model, tok = tiny
-    j = LLMJudge(PruneSettings(judge="llm"), Loaded(model, tok, "tiny", "-", None))
+    j = LLMJudge(settings("deepprune", judge="llm"), Loaded(model, tok, "tiny", "-", None))
     pairs = [("so 3 and 4", "so 7"), ("a much longer first prefix, thus", "b")]
     got = j.score(pairs)
     for (a, b), g in zip(pairs, got):
@@ -395,7 +396,7 @@ def test_classifier_judge_scores_pairs_like_an_unbatched_forward(tmp_path):
     tok.save_pretrained(tmp_path)
     pairs = [("so 3 and 4", "so 7"), ("thus a longer one here", "b")]
     for labels, col in (("same", 1), ("0", 0)):
-        j = make_judge(PruneSettings(judge="classifier", judge_model=str(tmp_path), judge_labels=labels))
+        j = make_judge(settings("deepprune", judge="classifier", judge_model=str(tmp_path), judge_labels=labels))
         got = j.score(pairs)
         for (a, b), g in zip(pairs, got):
             enc = tok(a, b, return_tensors="pt")
@@ -403,4 +404,153 @@ def test_classifier_judge_scores_pairs_like_an_unbatched_forward(tmp_path):
                 p = torch.softmax(model(**enc).logits[0].double(), -1)
             assert g == pytest.approx(float(p[col]), abs=1e-4)
     with pytest.raises(ValueError, match="--judge-labels"):
-        make_judge(PruneSettings(judge="classifier", judge_model=str(tmp_path), judge_labels="maybe"))
+        make_judge(settings("deepprune", judge="classifier", judge_model=str(tmp_path), judge_labels="maybe"))
+    # --judge-template: one text, the prefixes put where {a} and {b} stand (braces in them kept)
+    template = "Trace 1: {a}\nTrace 2: {b}\nSame answer?"
+    pairs = [("so {3} and 4", "so 7"), ("thus a longer one here", "b")]
+    j = make_judge(settings("deepprune", judge="classifier", judge_model=str(tmp_path), judge_template=template))
+    for (a, b), g in zip(pairs, j.score(pairs)):
+        enc = tok(f"Trace 1: {a}\nTrace 2: {b}\nSame answer?", return_tensors="pt")
+        with torch.no_grad():
+            p = torch.softmax(model(**enc).logits[0].double(), -1)
+        assert g == pytest.approx(float(p[1]), abs=1e-4)
+    with pytest.raises(ValueError, match="--judge-template"):
+        settings("deepprune", judge="classifier", judge_model=str(tmp_path), judge_template="no slots")
+
+
+# ----- fidelity to the papers' reference behaviour --------------------------------------------
+
+def answer_sample(tok, text, conf_value, i):
+    """A stored sample that reads `text` (byte ids) with a constant confidence."""
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    s = stored([conf_value] * len(ids), finish="stop")
+    s.update(i=i, text=text)
+    s["trace"]["ids"] = list(ids)
+    return s
+
+
+def test_deepconf_warmup_below_threshold_is_marked_and_does_not_vote(tiny):
+    _, tok = tiny
+    # warm-up: three traces answer 1 with low confidence, two answer 2 with high confidence;
+    # keep 0.5 -> threshold = median of the five minima, so the low three fall below it
+    confs = [1.0, 1.5, 2.0, 5.0, 6.0]
+    texts = ["The answer is 1."] * 3 + ["The answer is 2."] * 2
+    warm = [answer_sample(tok, t, c, i) for i, (t, c) in enumerate(zip(texts, confs))]
+    late = answer_sample(tok, "The answer is 3.", 9.0, 5)
+    rec = {"id": "p", "samples": warm + [late], "run": {"seed": 0}}
+    thr = by_hand_threshold(confs, 0.5)
+    assert thr == 2.0
+    out = next(replay([rec], tok, build(settings("deepconf", warmup=5, keep=0.5, window=2)), batch_size=8))
+    marked = [bool(s.get("below_threshold")) for s in out["samples"]]
+    assert marked == [c < thr for c in confs] + [False]
+    assert [s["finish"] for s in out["samples"]] == ["stop"] * 6 and out["samples"][0]["text"] == texts[0]
+    # majority without the marked samples: 2 (two votes) against 3 (one); with them 1 would win
+    agg = next(aggregate_records([out], parse_methods(["majority"])))
+    assert agg["aggregates"]["majority"]["answer"] == "2"
+    kept = next(replay([rec], tok, build(settings("deepconf", warmup=5, keep=0.5, window=2,
+                                                  warmup_vote="all")), batch_size=8))
+    assert not any("below_threshold" in s for s in kept["samples"])
+    assert next(aggregate_records([kept], parse_methods(["majority"])))["aggregates"]["majority"]["answer"] == "1"
+
+
+def test_deepconf_consensus_groups_equivalent_answers(tiny):
+    _, tok = tiny
+    # 0.5 and \frac{1}{2} are one answer (verifiers.equivalent): share 1.0 after the warm-up
+    assert equivalent("0.5", r"\frac{1}{2}")
+    texts = ["The answer is 0.5.", r"The answer is \frac{1}{2}."] + ["The answer is 0.5."] * 4
+    rec = {"id": "p", "samples": [answer_sample(tok, t, 3.0, i) for i, t in enumerate(texts)], "run": {"seed": 0}}
+    ctl = build(settings("deepconf", warmup=2, keep=0.9, window=2, consensus=0.95))
+    out = next(replay([rec], tok, ctl, batch_size=2))
+    assert len(out["samples"]) == 2 and out["skipped"] == 4
+
+
+def test_deepprune_default_stops_a_redundant_pool(tiny):
+    _, tok = tiny
+    # eight traces that say the same thing: one cluster; the paper's rule lets its first member
+    # finish and stops every trace that joined it (lockstep batch: all stop at the 4-token prefix)
+    text = "First add 3 and 4, so the answer is 7."
+    n, k = 8, 4
+    rec = {"id": "p", "samples": [answer_sample(tok, text, 3.0, i) for i in range(n)], "run": {"seed": 0}}
+    full = n * len(tok(text, add_special_tokens=False)["input_ids"])
+    out = next(replay([rec], tok, build(settings("deepprune", prefix=f"tokens:{k}")), batch_size=n))
+    length = full // n
+    assert [s["finish"] for s in out["samples"]] == ["stop"] + ["pruned"] * (n - 1)
+    assert out["prune"]["tokens"] == length + (n - 1) * k
+    assert out["prune"]["tokens_saved"] == (n - 1) * (length - k)
+    assert out["samples"][0]["cluster_size"] == n
+
+
+def test_embedding_judge_scores_the_plain_cosine():
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from strategies.pruners.judges import make_judge
+    from strategies.pruners.judges.embedding import model_dir
+
+    a, b = "First, 3 apples plus 4 apples make 7 apples.", "The weather in Paris was rainy all week."
+    tok = AutoTokenizer.from_pretrained(model_dir(), local_files_only=True)
+    model = AutoModel.from_pretrained(model_dir(), local_files_only=True).eval()
+    vecs = []
+    for t in (a, b):  # one text at a time: no padding, so the mean is over every token
+        with torch.no_grad():
+            h = model(**tok(t, return_tensors="pt")).last_hidden_state[0].double().numpy()
+        vecs.append(h.mean(0))
+    cos = float(vecs[0] @ vecs[1] / np.linalg.norm(vecs[0]) / np.linalg.norm(vecs[1]))
+    got = make_judge(settings("deepprune", judge="embedding")).score([(a, b)])[0]
+    assert got == pytest.approx(cos, abs=1e-4)
+
+
+# ----- options: declared by each pruner, refused where they do not apply ----------------------
+
+def test_every_declared_option_is_a_flag_of_both_commands():
+    import inspect
+
+    from strategies.pruners import METHODS
+    from tts_cli.commands.generate import generate
+    from tts_cli.commands.prune import prune
+
+    for command in (generate, prune):
+        params = inspect.signature(command).parameters
+        for cls in METHODS.values():
+            for key, opt in cls.options.items():
+                assert key in params and "--" + key.replace("_", "-") in params[key].default.param_decls
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--keep", "0.5"], "--keep applies to --prune deepconf only"),
+    (["--window", "8"], "--window applies to --prune deepconf only"),
+    (["--prune", "deepconf", "--tau", "0.3"], "--tau applies to deepprune only, not deepconf"),
+    (["--prune", "deepprune", "--warmup", "2"], "--warmup applies to deepconf only, not deepprune"),
+    (["--prune", "deepprune", "--survivors", "all"], "--survivors"),
+])
+def test_options_of_a_pruner_not_selected_are_refused(args, message):
+    res = tts("generate", "-", "--model", "tiny-random", *args, input='{"prompt": "hi"}\n')
+    assert res.code == 2 and message in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_prune_refuses_an_option_of_the_other_method_and_warns_when_nothing_can_stop(tmp_path, tiny):
+    run = tmp_path / "run.jsonl"
+    run.write_text('{"id": 1, "samples": [], "run": {"model": "tiny-random"}}\n')
+    res = tts("prune", run, "--method", "deepconf", "--tau", "0.3")
+    assert res.code == 2 and "--tau applies to deepprune only" in res.stderr
+    import orjson
+
+    rec = record([[3.0, 3.0, 3.0]] * 3)
+    rec["run"]["model"] = "tiny-random"
+    run.write_bytes(orjson.dumps(rec) + b"\n")
+    few = tts("prune", run, "--method", "deepconf", "--warmup", "3", "--window", "2")
+    assert few.code == 0 and "at most 3 <= --warmup 3" in few.stderr
+    assert few.stderr.strip().splitlines()[-1] == "tts prune: 9 of 9 tokens (0.0% saved)"
+
+
+def test_deepconf_warmup_covering_every_sample_warns_and_runs_end_with_a_summary():
+    args = ["--model", "tiny-random", "--max-new-tokens", "6", "--quiet", "--prune", "deepconf", "--warmup", "4"]
+    few = tts("generate", "-", *args, "-n", "4", input='{"prompt": "hi"}\n')
+    assert few.code == 0 and "-n 4 <= --warmup 4" in few.stderr
+    many = tts("generate", "-", *args, "-n", "6", "--window", "2", input='{"prompt": "hi"}\n')
+    assert many.code == 0 and "warning" not in many.stderr
+    rec = many.records()[0]
+    used = sum(s["n_tokens"] for s in rec["samples"])
+    stopped = sum(s["finish"] in ("pruned", "low-confidence", "consensus") for s in rec["samples"])
+    assert many.stderr.strip().splitlines()[-1] == \
+        f"tts generate: {used} tokens generated; {stopped} of 6 samples stopped, 0 never started"

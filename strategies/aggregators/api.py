@@ -18,7 +18,7 @@ from strategies.aggregators.base import Aggregator, Batch, PoolError, decide
 from verifiers import AnswerGroups, extract_answer, group_answers, normalize_answer
 
 from strategies.sample_fields import SAMPLE_SIGNALS as SIGNALS
-from strategies.sample_fields import STOPPED
+from strategies.sample_fields import left_out
 
 
 # --- method specs ---------------------------------------------------------------------------
@@ -196,8 +196,8 @@ def build_pool(samples: list, methods: Iterable[Aggregator] = (), extract: str =
 
     truncated: "extract" (samples cut off by the token limit give an answer like any other, e.g.
     from the last-number fallback) or "ignore" (they have no answer: no vote, not correct).
-    Samples a pruner stopped (`finish` in records.STOPPED) are left out unless `include_stopped`;
-    their tokens still count in `n_tokens`. A survivor's `cluster_size` (DeepPrune with
+    Samples a pruner stopped (`finish` in sample_fields.STOPPED) or kept out of the vote
+    (`below_threshold`) are left out unless `include_stopped`; their tokens still count in `n_tokens`. A survivor's `cluster_size` (DeepPrune with
     representatives) becomes its `votes` weight, which majority honours.
     """
     if truncated not in TRUNCATED:
@@ -208,10 +208,10 @@ def build_pool(samples: list, methods: Iterable[Aggregator] = (), extract: str =
         raise e
     stopped_tokens = 0.0
     if not include_stopped:
-        stopped = [s for s in samples if s.get("finish") in STOPPED]
+        stopped = [s for s in samples if left_out(s)]
         if stopped:
             stopped_tokens = float(sum(s.get("n_tokens") or 0 for s in stopped))
-            samples = [s for s in samples if s.get("finish") not in STOPPED]
+            samples = [s for s in samples if not left_out(s)]
     try:
         preds = [_pred(s, extract, truncated) for s in samples]
         fields = {name: np.array([_signal(s, name) for s in samples], dtype=np.float64) for name in SIGNALS}

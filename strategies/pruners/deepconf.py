@@ -9,9 +9,14 @@ as soon as a full window of their token confidences averages below the warm-up t
   whole trace when shorter (strategies/aggregators/deepconf.py: window_means).
 - A later sample stops (`low-confidence`) right after the first token at which its last `window`
   confidences average strictly below the threshold; a sample shorter than a window never stops.
-- Consensus (optional): whenever a sample finishes after warm-up, the finished samples that were
-  not stopped vote with their lowest window mean as weight; when the leading answer's share
-  reaches `consensus`, samples not yet started are skipped and running ones stop (`consensus`).
+- Warm-up samples whose lowest window mean is below the threshold do not vote (as the
+  reference's final vote): they keep their text and `finish` and gain `below_threshold: true`,
+  which every aggregator leaves out as it leaves out stopped samples. `warmup_vote=all` lets
+  every warm-up sample vote (no field is written).
+- Consensus (optional): whenever a sample finishes after warm-up, the finished samples that
+  vote (not stopped, not below the threshold) vote with their lowest window mean as weight,
+  answers grouped by `verifiers.group_answers` as in every aggregator; when the leading answer's
+  share reaches `consensus`, samples not yet started are skipped and running ones stop.
 - Decisions use each confidence rounded as the output record stores it (records.ROUND), so a
   replay of a stored trace (`tts prune`) sees the very numbers the online run compared.
 """
@@ -19,10 +24,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from strategies.aggregators.base import Option
 from strategies.aggregators.deepconf import window_means
 from strategies.control import SKIP, START, WAIT, Controller
 from strategies.pruners import register
-from strategies.sample_fields import CONSENSUS, LOW_CONFIDENCE, ROUND, STOPPED
+from strategies.sample_fields import BELOW_THRESHOLD, CONSENSUS, LOW_CONFIDENCE, ROUND, STOPPED
 
 
 def threshold_for(min_confs, keep: float) -> float:
@@ -38,9 +44,9 @@ class _Prompt:
     def __init__(self, req, warmup):
         self.req = req
         self.warm_left = min(warmup, req.n)
-        self.warm_mins: list[float] = []
+        self.warm_mins: dict[int, float] = {}  # warm-up sample index -> its lowest window mean
         self.threshold: float | None = None
-        self.votes: dict[str, float] = {}      # answer -> summed min-window confidence
+        self.votes: list[tuple[int, str | None, float]] = []  # (sample, answer, min-window weight)
         self.consensus = False
         self.window_sum: dict[int, float] = {}  # running sum of each later row's last window
 
@@ -48,6 +54,26 @@ class _Prompt:
 @register
 class DeepConfOnline(Controller):
     name = "deepconf"
+    options = {
+        "warmup": Option(16, int, "samples per prompt that run to completion and set the threshold."),
+        "keep": Option(0.9, float, "fraction of warm-up traces the threshold keeps (0.9 high, 0.1 low)."),
+        "window": Option(2048, int, "confidence window in tokens (the whole trace when shorter)."),
+        "consensus": Option(None, float, "skip a prompt's remaining samples once the leading answer's "
+                            "confidence-weighted share reaches this (e.g. 0.95). Default: off."),
+        "warmup_vote": Option("above", str, "which warm-up traces vote: above (those at or above the "
+                              "threshold, as the reference) | all.", ("above", "all")),
+    }
+
+    @staticmethod
+    def check(s) -> None:
+        if not 0 < s.keep <= 1:
+            raise ValueError(f"--keep {s.keep}: must be in (0, 1]")
+        if s.window < 1:
+            raise ValueError(f"--window {s.window}: must be >= 1")
+        if s.warmup < 1:
+            raise ValueError(f"--warmup {s.warmup}: must be >= 1")
+        if s.consensus is not None and not 0 < s.consensus <= 1:
+            raise ValueError(f"--consensus {s.consensus}: must be in (0, 1]")
 
     def __init__(self, settings):
         self.s = settings
@@ -59,7 +85,9 @@ class DeepConfOnline(Controller):
         return cls(settings)
 
     def run_fields(self) -> dict:
-        return self.s.run_fields()
+        s = self.s
+        return {"prune": {"method": "deepconf", "warmup": s.warmup, "keep": s.keep, "window": s.window,
+                          "consensus": s.consensus, "warmup_vote": s.warmup_vote}}
 
     def begin(self, req):
         self.prompts[id(req)] = _Prompt(req, self.s.warmup)
@@ -98,24 +126,41 @@ class DeepConfOnline(Controller):
         if row.finish not in STOPPED:
             m = min_window([round(c, ROUND) for c in row.confidence], self.s.window)
             if row.i < self.s.warmup:
-                st.warm_mins.append(m)
+                st.warm_mins[row.i] = m
                 st.warm_left -= 1
             if self.s.consensus is not None:
-                self._vote(st, row, m)
+                from verifiers import extract_answer
+
+                st.votes.append((row.i, extract_answer(self.text(row), "auto"), m))
             if st.warm_left == 0 and st.threshold is None and st.req.n > self.s.warmup:
-                st.threshold = threshold_for(st.warm_mins, self.s.keep)
-            if self.s.consensus is not None and st.threshold is not None and st.votes:
-                top = max(st.votes.values())
-                st.consensus = top / sum(st.votes.values()) >= self.s.consensus
+                st.threshold = threshold_for(list(st.warm_mins.values()), self.s.keep)
+            if self.s.consensus is not None and st.threshold is not None:
+                st.consensus = self._share(st) >= self.s.consensus
         if all(r.finish for r in st.req.rows):
             self.done[id(row.req)] = self.prompts.pop(id(row.req))
 
-    def _vote(self, st: _Prompt, row, weight: float) -> None:
-        from verifiers import extract_answer, normalize_answer
+    def _filtered(self, st: _Prompt, i: int) -> bool:
+        """Sample i is a warm-up sample below the threshold, left out of the vote."""
+        return (self.s.warmup_vote == "above" and st.threshold is not None and i in st.warm_mins
+                and st.warm_mins[i] < st.threshold)
 
-        ans = normalize_answer(extract_answer(self.text(row), "auto"))
-        if ans is not None:
-            st.votes[ans] = st.votes.get(ans, 0.0) + weight
+    def _share(self, st: _Prompt) -> float:
+        """The leading answer's share of the confidence-weighted vote (0 when nobody answered)."""
+        from verifiers import group_answers
+
+        votes = [(a, w) for i, a, w in st.votes if not self._filtered(st, i)]
+        groups = group_answers([a for a, _ in votes])
+        totals = np.zeros(len(groups.reps))
+        for cid, (_, w) in zip(groups.ids, votes):
+            if cid >= 0:
+                totals[cid] += w
+        return float(totals.max() / totals.sum()) if totals.size and totals.sum() > 0 else 0.0
+
+    def sample_fields(self, row) -> dict:
+        st = self.done.get(id(row.req)) or self.prompts.get(id(row.req))
+        if st is not None and self._filtered(st, row.i):
+            return {BELOW_THRESHOLD: True}
+        return {}
 
     def record_fields(self, req) -> dict:
         st = self.done.pop(id(req), None) or self.prompts.pop(id(req), None)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import time
 
+from strategies.aggregators.base import Option
 from strategies.control import Controller
 from strategies.pruners import register
 from strategies.pruners.clustering import greedy_clusters, survivors
+from strategies.pruners.settings import REASONING_WORDS, Prefix
 from strategies.sample_fields import PRUNED
 from strategies.rng import row_rng
 
@@ -30,6 +32,46 @@ class _Prompt:
 @register
 class DeepPrune(Controller):
     name = "deepprune"
+    options = {
+        "judge": Option("ngram", str, "judge: ngram (default; word n-gram overlap, not one of the paper's "
+                        "judges) | embedding (the paper's sentence-embedding baseline) | llm (the paper's "
+                        "zero-shot judge) | classifier (a checkpoint such as the paper's trained judge)."),
+        "prefix": Option("words:25", str, "prefix: words:K (text up to the K-th reasoning word) or tokens:K."),
+        "reasoning_words": Option(None, str, "comma-separated reasoning words for --prefix words:K "
+                                  f"[default: {','.join(REASONING_WORDS)}]."),
+        "k1": Option(10, int, "members of each cluster a new trace is compared with (seeded random choice)."),
+        "tau": Option(0.5, float, "a trace joins the best cluster when its mean judge score exceeds this."),
+        "max_clusters": Option(32, int, "most clusters per prompt (then traces join the best one)."),
+        "survivors": Option("representatives", str, "representatives (the first trace of each cluster "
+                            "finishes, voting with its cluster size; a trace that joins a cluster stops, "
+                            "as in the paper) | largest (the largest cluster finishes, up to --k2).",
+                            ("representatives", "largest")),
+        "k2": Option(0, int, "--survivors largest: traces of the largest cluster finished (0 = all)."),
+        "ngram": Option(3, int, "ngram judge: n of the word n-grams."),
+        "judge_model": Option(None, str, "llm judge: model (default: the generator's); classifier: a "
+                              "local checkpoint dir."),
+        "judge_labels": Option("1", str, "classifier judge: index or name of the label meaning 'same answer'."),
+        "judge_template": Option(None, str, "classifier judge: one input text made from the two prefixes, "
+                                 "{a} and {b} marking them [default: the two prefixes as a text pair]."),
+    }
+
+    @staticmethod
+    def check(s) -> None:
+        from strategies.pruners.judges import JUDGES
+
+        if s.judge not in JUDGES:
+            raise ValueError(f"unknown judge {s.judge!r}; choose from {', '.join(JUDGES)}")
+        if isinstance(s.prefix, str):
+            words = s.reasoning_words
+            if isinstance(words, str):
+                words = tuple(w.strip() for w in words.split(",") if w.strip()) or None
+            s.prefix = Prefix.parse(s.prefix, words)
+        if s.k1 < 1 or s.max_clusters < 1 or s.k2 < 0 or s.ngram < 1:
+            raise ValueError("--k1, --max-clusters and --ngram must be >= 1, --k2 >= 0")
+        if s.judge == "classifier" and not s.judge_model:
+            raise ValueError("--judge classifier needs --judge-model DIR (a sequence-classification checkpoint)")
+        if s.judge_template is not None and ("{a}" not in s.judge_template or "{b}" not in s.judge_template):
+            raise ValueError(f"--judge-template {s.judge_template!r}: must contain {{a}} and {{b}}")
 
     def __init__(self, judge, settings):
         self.judge = judge
@@ -44,7 +86,18 @@ class DeepPrune(Controller):
         return cls(make_judge(settings, loaded), settings)
 
     def run_fields(self) -> dict:
-        return self.s.run_fields()
+        s = self.s
+        out = {"method": "deepprune", "judge": s.judge, "prefix": str(s.prefix), "k1": s.k1, "tau": s.tau,
+               "max_clusters": s.max_clusters, "k2": s.k2, "survivors": s.survivors, "seed": s.seed}
+        if s.prefix.kind == "words" and s.prefix.words != REASONING_WORDS:
+            out["reasoning_words"] = list(s.prefix.words)
+        if s.judge == "ngram":
+            out["ngram"] = s.ngram
+        if s.judge in ("llm", "classifier"):
+            out["judge_model"] = s.judge_model
+        if s.judge == "classifier" and s.judge_template is not None:
+            out["judge_template"] = s.judge_template
+        return {"prune": out}
 
     def begin(self, req):
         self.prompts[id(req)] = _Prompt(req)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Iterable, Iterator
 
 from strategies.backend import SIGNALS, Backend, decode_text
-from strategies.sample_fields import sample_record
+from strategies.sample_fields import BELOW_THRESHOLD, sample_record
 from strategies.rows import SKIPPED, Request, Row
 
 
@@ -121,7 +121,7 @@ def replay(records: Iterable[dict], tokenizer, controller, *, batch_size: int, s
                 s = sample_record(eng.text_of(row), row, _NoFields(), True)
                 s.pop("i", None)
                 s = {"i": old.get("i", row.i), **s}
-            for k in ("cluster", "cluster_size"):
+            for k in ("cluster", "cluster_size", BELOW_THRESHOLD):  # the replayed pruner decides these anew
                 s.pop(k, None)
             s.update(controller.sample_fields(row))
             samples.append(s)

@@ -1,9 +1,11 @@
-"""Every pruning option in one place, checked once: the CLI (generate --prune, tts prune) and a
-notebook build the same object."""
+"""How a pruner's options become its settings: each pruner declares `options` (name -> Option, as
+the aggregators do) and checks them in `check`; `resolve` turns given values into a Settings
+object, the same for the CLI (generate --prune, tts prune) and a notebook."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from types import SimpleNamespace
 
 # Step markers that start a new reasoning move (methods.md §4 names wait/thus/so/since/therefore;
 # the rest are the same kind of marker in the small models' outputs).
@@ -45,61 +47,49 @@ class Prefix:
         return f"{self.kind}:{self.k}"
 
 
-@dataclass
-class PruneSettings:
-    method: str = "deepprune"           # deepprune | deepconf
-    # DeepPrune
-    judge: str = "ngram"
-    prefix: Prefix = field(default_factory=Prefix)
-    k1: int = 10                        # random members a new trace is compared with, per cluster
-    tau: float = 0.5                    # joins the best cluster when its mean score exceeds this
-    max_clusters: int = 32
-    k2: int = 0                         # survivors of the largest cluster (0: all of them)
-    survivors: str = "largest"          # largest | representatives
-    ngram: int = 3                      # n of the ngram judge's word n-grams
-    judge_model: str | None = None      # llm: default the generator's model; classifier: required
-    judge_labels: str = "1"             # classifier: the label index (or name) meaning "same answer"
-    # DeepConf (online)
-    warmup: int = 16
-    keep: float = 0.9
-    window: int = 2048
-    consensus: float | None = None
-    seed: int = 0
+class Settings(SimpleNamespace):
+    """The chosen pruner's option values (its `options`, parsed and checked), with `method` and
+    `seed`; built by `resolve`."""
 
-    def validate(self) -> None:
-        from strategies.pruners import METHODS
-        from strategies.pruners.judges import JUDGES
 
-        if self.method not in METHODS:
-            raise ValueError(f"unknown pruning method {self.method!r}; choose from {', '.join(METHODS)}")
-        if self.judge not in JUDGES:
-            raise ValueError(f"unknown judge {self.judge!r}; choose from {', '.join(JUDGES)}")
-        if not 0 < self.keep <= 1:
-            raise ValueError(f"--keep {self.keep}: must be in (0, 1]")
-        if self.window < 1:
-            raise ValueError(f"--window {self.window}: must be >= 1")
-        if self.warmup < 1:
-            raise ValueError(f"--warmup {self.warmup}: must be >= 1")
-        if self.consensus is not None and not 0 < self.consensus <= 1:
-            raise ValueError(f"--consensus {self.consensus}: must be in (0, 1]")
-        if self.k1 < 1 or self.max_clusters < 1 or self.k2 < 0 or self.ngram < 1:
-            raise ValueError("--k1, --max-clusters and --ngram must be >= 1, --k2 >= 0")
-        if self.survivors not in ("largest", "representatives"):
-            raise ValueError(f"--survivors {self.survivors!r}: choose largest or representatives")
-        if self.judge == "classifier" and not self.judge_model:
-            raise ValueError("--judge classifier needs --judge-model DIR (a sequence-classification checkpoint)")
+def flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
 
-    def run_fields(self) -> dict:
-        if self.method == "deepconf":
-            return {"prune": {"method": "deepconf", "warmup": self.warmup, "keep": self.keep,
-                              "window": self.window, "consensus": self.consensus}}
-        out = {"method": "deepprune", "judge": self.judge, "prefix": str(self.prefix), "k1": self.k1,
-               "tau": self.tau, "max_clusters": self.max_clusters, "k2": self.k2, "survivors": self.survivors,
-               "seed": self.seed}
-        if self.prefix.kind == "words" and self.prefix.words != REASONING_WORDS:
-            out["reasoning_words"] = list(self.prefix.words)
-        if self.judge == "ngram":
-            out["ngram"] = self.ngram
-        if self.judge in ("llm", "classifier"):
-            out["judge_model"] = self.judge_model
-        return {"prune": out}
+
+def owner_of(key: str) -> str | None:
+    """The pruning method that declares option `key` (None: no pruner does)."""
+    from strategies.pruners import METHODS
+
+    return next((name for name, cls in METHODS.items() if key in cls.options), None)
+
+
+def resolve(method: str, given: dict | None = None, seed: int = 0) -> Settings:
+    """Settings for pruner `method` from `given` option values (strings are parsed; None or
+    missing: the default). An option that the method does not declare is refused, naming the
+    method it belongs to."""
+    from strategies.pruners import METHODS
+
+    if method not in METHODS:
+        raise ValueError(f"unknown pruning method {method!r}; choose from {', '.join(METHODS)}")
+    cls = METHODS[method]
+    given = {k: v for k, v in (given or {}).items() if v is not None}
+    for key in given:
+        if key not in cls.options:
+            other = owner_of(key)
+            if other is None:
+                raise ValueError(f"{method}: unknown option {key!r} (options: {', '.join(cls.options)})")
+            raise ValueError(f"{flag(key)} applies to {other} only, not {method}")
+    values = {}
+    for key, opt in cls.options.items():
+        value = given.get(key, opt.default)
+        if isinstance(value, str) and opt.parse is not str:
+            try:
+                value = opt.parse(value)
+            except ValueError:
+                raise ValueError(f"{flag(key)} {value!r}: not a valid value") from None
+        if opt.choices is not None and value not in opt.choices:
+            raise ValueError(f"{flag(key)} {value!r}: choose from {', '.join(map(str, opt.choices))}")
+        values[key] = value
+    s = Settings(method=method, seed=seed, **values)
+    cls.check(s)
+    return s

@@ -1,7 +1,16 @@
-"""Pruning options shared by `tts generate --prune` and `tts prune` (typer needs them declared on
-each command; the declarations live here once)."""
+"""Pruning options for `tts generate --prune` and `tts prune`, generated from the pruners' own
+declarations (`options` on each class in strategies.pruners.METHODS), so an option is written once,
+beside the method that reads it.
+
+`with_pruner_options(command)` appends one `--flag` per declared option to the command's signature
+(typer reads the signature) and hands the command the given ones as `pruner_options`, a dict
+holding only the options the user gave (a flag's default is None: "not given").
+"""
 from __future__ import annotations
 
+import functools
+import inspect
+import sys
 from typing import Optional
 
 import typer
@@ -9,47 +18,73 @@ import typer
 from strategies.jsonl import InputError
 
 PANEL = "Pruning (--prune; docs/pruning.md)"
+LABEL = {"deepconf": "DeepConf", "deepprune": "DeepPrune"}
 
 
 def opt(default, *names, help: str, panel: str = PANEL, **kw):
     return typer.Option(default, *names, help=help, rich_help_panel=panel, show_default=True, **kw)
 
 
-JUDGE = opt("ngram", "--judge", help="DeepPrune judge: ngram | embedding | llm | classifier.")
-PREFIX = opt("words:25", "--prefix", help="DeepPrune prefix: words:K (text up to the K-th reasoning word) or tokens:K.")
-REASONING_WORDS = opt(None, "--reasoning-words", help="Comma-separated reasoning words for --prefix words:K "
-                      "[default: wait,thus,so,since,therefore,hence,but,then,because,alternatively,first,next,now].")
-K1 = opt(10, "--k1", help="DeepPrune: members of each cluster a new trace is compared with (seeded random choice).")
-TAU = opt(0.5, "--tau", help="DeepPrune: a trace joins the best cluster when its mean judge score exceeds this.")
-MAX_CLUSTERS = opt(32, "--max-clusters", help="DeepPrune: most clusters per prompt (then traces join the best one).")
-K2 = opt(0, "--k2", help="DeepPrune, --survivors largest: traces of the largest cluster finished (0 = all).")
-SURVIVORS = opt("largest", "--survivors", help="DeepPrune: largest (finish the largest cluster) | "
-                "representatives (one trace per cluster, voting with its cluster size).")
-NGRAM = opt(3, "--ngram", help="ngram judge: n of the word n-grams.")
-JUDGE_MODEL = opt(None, "--judge-model", help="llm judge: model (default: the generator's); classifier: a local checkpoint dir.")
-JUDGE_LABELS = opt("1", "--judge-labels", help="classifier judge: index or name of the label meaning 'same answer'.")
-WARMUP = opt(16, "--warmup", help="DeepConf: samples per prompt that run to completion and set the threshold.")
-KEEP = opt(0.9, "--keep", help="DeepConf: fraction of warm-up traces the threshold keeps (0.9 high, 0.1 low).")
-WINDOW = opt(2048, "--window", help="DeepConf: confidence window in tokens (the whole trace when shorter).")
-CONSENSUS = opt(None, "--consensus", help="DeepConf: skip a prompt's remaining samples once the leading answer's "
-                "confidence-weighted share reaches this (e.g. 0.95). Default: off.")
+def declared() -> list[tuple[str, str, object]]:
+    """(method, key, Option) for every pruner option, in registry order; a key belongs to one method."""
+    from strategies.pruners import METHODS
+
+    out, seen = [], {}
+    for method, cls in METHODS.items():
+        for key, option in cls.options.items():
+            if key in seen:
+                raise RuntimeError(f"pruner option {key!r} declared by both {seen[key]} and {method}")
+            seen[key] = method
+            out.append((method, key, option))
+    return out
 
 
-def settings(method: str, *, judge, prefix, reasoning_words, k1, tau, max_clusters, k2, survivors, ngram,
-             judge_model, judge_labels, warmup, keep, window, consensus, seed) -> "object":
-    """PruneSettings from the options, or a one-line InputError."""
-    from strategies.pruners.settings import Prefix, PruneSettings
+def _parameter(method: str, key: str, option) -> inspect.Parameter:
+    from strategies.pruners.settings import flag
+
+    kind = option.parse if option.parse in (int, float, str) else str
+    text = f"{LABEL.get(method, method)}: {option.help}"
+    if option.default is not None:  # the flag's own default is None ("not given"): show the method's
+        text += f" [default: {option.default}]"
+    info = typer.Option(None, flag(key), help=text, rich_help_panel=PANEL, show_default=False)
+    return inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=Optional[kind])
+
+
+def with_pruner_options(command):
+    """The command with every pruner option appended to its parameters; it receives them as the
+    keyword argument `pruner_options` (only those given)."""
+    extra = [_parameter(*d) for d in declared()]
+    names = [p.name for p in extra]
+    sig = inspect.signature(command)
+    own = [p for p in sig.parameters.values() if p.name != "pruner_options"]
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        given = {k: v for k in names if (v := kwargs.pop(k, None)) is not None}
+        return command(*args, pruner_options=given, **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=own + extra)
+    return wrapper
+
+
+def settings(method: str, given: dict, seed: int):
+    """The pruner's checked settings, or a one-line InputError (an option of another pruner
+    included)."""
+    from strategies.pruners.settings import resolve
 
     try:
-        words = tuple(w.strip() for w in reasoning_words.split(",") if w.strip()) if reasoning_words else None
-        s = PruneSettings(method=method, judge=judge, prefix=Prefix.parse(prefix, words), k1=k1, tau=tau,
-                          max_clusters=max_clusters, k2=k2, survivors=survivors, ngram=ngram,
-                          judge_model=judge_model, judge_labels=judge_labels, warmup=warmup, keep=keep,
-                          window=window, consensus=consensus, seed=seed)
-        s.validate()
+        return resolve(method, given, seed)
     except ValueError as e:
         raise InputError(str(e)) from None
-    return s
+
+
+def unused(given: dict, what: str) -> None:
+    """Pruner options given where no pruner runs: one line naming the first."""
+    from strategies.pruners.settings import flag, owner_of
+
+    if given:
+        key = next(iter(given))
+        raise InputError(f"{flag(key)} applies to --prune {owner_of(key)} only; {what}")
 
 
 def controller(s, loaded=None):
@@ -61,4 +96,36 @@ def controller(s, loaded=None):
         raise InputError(str(e)) from None
 
 
-Opt = Optional  # re-exported for the commands' annotations
+def warn_no_pruning(s, samples: int, what: str = "--prune deepconf with -n") -> None:
+    """DeepConf prunes only samples after its warm-up: say so when there are none."""
+    if s.method == "deepconf" and samples <= s.warmup:
+        print(f"tts: warning: {what} {samples} <= --warmup {s.warmup}: every sample is a warm-up sample, "
+              "so nothing is pruned", file=sys.stderr)
+
+
+def summary(command: str, used: int, full: int) -> str:
+    """The tokens-saved line both commands end with."""
+    return f"tts {command}: {used} of {full} tokens ({100 * (full - used) / full:.1f}% saved)"
+
+
+class Tally:
+    """An online `--prune` run's closing line: tokens generated, samples stopped and never started.
+    What the stopped samples would have cost had they run on is not known online (they never
+    ran), so the line cannot give a percentage saved; `tts prune` on an unpruned `--trace` run
+    gives it."""
+
+    def __init__(self):
+        self.used = self.stopped = self.samples = self.skipped = 0
+
+    def add(self, record: dict) -> None:
+        from strategies.sample_fields import STOPPED
+
+        for s in record.get("samples") or []:
+            self.used += int(s.get("n_tokens") or 0)
+            self.samples += 1
+            self.stopped += s.get("finish") in STOPPED
+        self.skipped += int(record.get("skipped") or 0)
+
+    def line(self) -> str:
+        return (f"tts generate: {self.used} tokens generated; {self.stopped} of {self.samples + self.skipped} "
+                f"samples stopped, {self.skipped} never started")

@@ -59,6 +59,7 @@ class Noise(str, Enum):
     gaussian = "gaussian"
 
 
+@P.with_pruner_options
 def generate(
     input: str = typer.Argument("-", help="Prompt JSONL file, or - for stdin."),
     output: str = typer.Option("-", "-o", "--output", help="Output JSONL file, or - for stdout."),
@@ -127,11 +128,7 @@ def generate(
     # --- pruning -----------------------------------------------------------------------
     prune: Optional[str] = P.opt(None, "--prune", help="Stop samples mid-flight: deepprune (redundant traces) | "
                                  "deepconf (low-confidence traces). Default: none."),
-    judge: str = P.JUDGE, prefix: str = P.PREFIX, reasoning_words: Optional[str] = P.REASONING_WORDS,
-    k1: int = P.K1, tau: float = P.TAU, max_clusters: int = P.MAX_CLUSTERS, k2: int = P.K2,
-    survivors: str = P.SURVIVORS, ngram: int = P.NGRAM, judge_model: Optional[str] = P.JUDGE_MODEL,
-    judge_labels: str = P.JUDGE_LABELS, warmup: int = P.WARMUP, keep: float = P.KEEP, window: int = P.WINDOW,
-    consensus: Optional[float] = P.CONSENSUS,
+    # every pruner's own options (--judge, --keep, ...) are appended by @P.with_pruner_options
     # --- soft thinking -----------------------------------------------------------------
     max_topk: int = typer.Option(SoftParams.max_topk, "--max-topk", min=1, rich_help_panel=SOFT, help="K: concept-token width."),
     noise: Noise = typer.Option(Noise.none, "--noise", rich_help_panel=SOFT, help="Randomness on the top-K weights."),
@@ -174,6 +171,7 @@ def generate(
                                          help="Prompt template of each side: auto (the reference's for Llama 3, "
                                               "Qwen2.5 and Qwen3 tokenizers, ours otherwise) | tts | reference-llama | "
                                               "reference-qwen | reference-qwen3 (docs/softcot.md)."),
+    pruner_options: Optional[dict] = None,
 ) -> None:
     """Sample N traces per prompt and write one JSONL record per input record (docs/format.md)."""
     from strategies.generators.build import prepare
@@ -191,10 +189,10 @@ def generate(
     check_backend(backend, mode.value, compile=compile, prune=prune is not None, engine_args=engine_args)
     prune_settings = None
     if prune is not None:
-        prune_settings = P.settings(prune, judge=judge, prefix=prefix, reasoning_words=reasoning_words, k1=k1,
-                                    tau=tau, max_clusters=max_clusters, k2=k2, survivors=survivors, ngram=ngram,
-                                    judge_model=judge_model, judge_labels=judge_labels, warmup=warmup, keep=keep,
-                                    window=window, consensus=consensus, seed=seed)
+        prune_settings = P.settings(prune, pruner_options, seed)
+        P.warn_no_pruning(prune_settings, samples)
+    else:
+        P.unused(pruner_options, "no --prune given")
     # the generator's options by parameter name (enums as their values); the library builds it
     options = {k: v.value if isinstance(v, Enum) else v for k, v in locals().items() if k in GENERATOR_OPTIONS}
     prepared = prepare(mode.value, options)   # every check that needs no model, before any loads
@@ -240,14 +238,18 @@ def generate(
     total = selection.total(count_lines(input))
     bar = progress.Progress(total, quiet, per_record=samples).begin(model=model, device=loaded.device, dtype=loaded.dtype, samples=samples)
     finished = False
+    tally = P.Tally()
     try:
         with JsonlWriter(output, append=resume) as out:
             for record in run(selected, loaded, generator, opts, progress=bar, controller=ctl):
                 out.write(record)
                 bar.record_done()
+                tally.add(record)
         finished = True
     finally:
         bar.end(finished)  # a stopped run gets its error line, not a summary
+    if ctl is not None:
+        print(tally.line(), file=sys.stderr)
     if resume:
         print(f"tts: --resume: skipped {selection.skipped} records already in {output}", file=sys.stderr)
 

