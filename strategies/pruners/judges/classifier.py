@@ -29,6 +29,12 @@ class ClassifierJudge:
             self.tok.pad_token = self.tok.eos_token
         self.model.config.pad_token_id = self.tok.pad_token_id
         self.label = self._label(settings.judge_labels, self.model.config)
+        # what the judge costs (the record's `cost.other`): pair tokens read, padding excluded
+        self.model_name = f"classifier:{path}"
+        from strategies.evaluation.compute import non_embedding_params
+
+        self.params = non_embedding_params(self.model)
+        self.tokens = 0
 
     @staticmethod
     def _label(spec: str, config) -> int:
@@ -48,6 +54,7 @@ class ClassifierJudge:
             chunk = pairs[at: at + BATCH]
             enc = self.tok([a for a, _ in chunk], [b for _, b in chunk], padding=True, truncation=True,
                            max_length=1024, return_tensors="pt")
+            self.tokens += int(enc["attention_mask"].sum())
             with torch.no_grad():
                 logits = self.model(**enc).logits.float()
             out.extend(torch.softmax(logits, -1)[:, self.label].tolist())
