@@ -5,6 +5,7 @@ COMMANDS = [
     ("prune", "prune", "prune"),
     ("aggregate", "aggregate", "aggregate"),
     ("eval", "evaluate", "evaluate"),
+    ("compare", "compare", "compare"),
     ("data", "data", "data"),
     ("show", "show", "show"),
     ("plot", "plot", "plot_app"),
