@@ -94,11 +94,14 @@ def _method_labels(runs: list[Run]) -> None:
 
 
 def cost_curves(runs: list[Run], x: str = "tokens", ks: list[int] | None = None, repeats: int = 10,
-                seed: int = 0, jobs: int = 1, bootstrap: int = 10000) -> dict:
+                seed: int = 0, jobs: int = 1, bootstrap: int = 10000, replays: list | None = None) -> dict:
     """Every (run, method, K) point: accuracy (mean over the repeats' subsets), its std over
     subset draws, its 95% bootstrap interval over problems, and its mean cost per problem along
     `x` (samples | tokens | flops); `pareto` marks the points no other point beats at no more
-    cost. Raises compute.CostError when a run lacks a field the axis needs."""
+    cost. Raises compute.CostError when a run lacks a field the axis needs.
+
+    `replays`: (run, label, curve) triples of replayed.replay_curve results, drawn as curves of
+    their own beside the runs."""
     _method_labels(runs)
     for r in runs:
         require(r.costs, x, r.label)
@@ -121,11 +124,28 @@ def cost_curves(runs: list[Run], x: str = "tokens", ks: list[int] | None = None,
             for label, row in c["methods"].items():
                 points.append(_point(r, label, row, j, k=k, cost=subset_cost(r.costs, x, k, gen),
                                      tokens={**fixed, "generated": gen}))
+    for r, label, c in replays or []:
+        judge = c.get("judge")
+        for j, k in enumerate(c["k"]):
+            gen = c["tokens_mean"][j]
+            if x == "samples":
+                cost = c["started_mean"][j]
+            else:
+                cost = subset_cost(r.costs, x, k, gen)
+                if x == "flops" and judge:
+                    cost += 2.0 * judge["params"] * c["judge_tokens_mean"][j]
+            tokens = {**breakdown(r.costs), "generated": gen}
+            if judge:
+                tokens["judge"] = c["judge_tokens_mean"][j]
+            for method, row in c["methods"].items():
+                points.append(_point(replace(r, label=label), method, row, j, k=k, cost=cost, tokens=tokens))
     front = set(pareto([p["cost"] for p in points], [p["accuracy"] for p in points]).tolist()) if points else set()
     for j, p in enumerate(points):
         p["pareto"] = j in front
     return {"x": x, "problems": P, "repeats": repeats, "seed": seed, "bootstrap": bootstrap,
-            "runs": [{"label": r.label, "curve": not r.pruned, "methods": [m for m, _ in r.methods]} for r in runs],
+            "runs": [{"label": r.label, "curve": not r.pruned, "methods": [m for m, _ in r.methods]} for r in runs]
+            + [{"label": label, "curve": True, "replay": True, "methods": list(c["methods"])}
+               for _, label, c in replays or []],
             "points": points}
 
 

@@ -51,15 +51,58 @@ def load_runs(inputs: list[str], labels: list[str] | None, methods, extract: str
     return runs, dropped
 
 
+def replay_runs(runs, specs: list[str], ks, repeats, seed, bootstrap, extract, truncated) -> list:
+    """(run, label, curve) for every --replay spec on every unpruned run."""
+    from strategies.evaluation.core import default_ks
+    from strategies.evaluation.replayed import parse_replay, replay_curve
+    from strategies.models import ModelNotFound, load, load_tokenizer
+    from strategies.pruners.replay import TraceError
+
+    try:
+        settings = [(spec, parse_replay(spec)) for spec in specs]
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    out = []
+    for run in runs:
+        if run.pruned:
+            print(f"tts: warning: --replay: {run.label} is already pruned; replay needs an unpruned run",
+                  file=sys.stderr)
+            continue
+        info = next((r.get("run") for r in run.records if isinstance(r.get("run"), dict)), {}) or {}
+        if not info.get("model"):
+            raise InputError(f"--replay: {run.label} names no model (run.model) whose tokenizer decodes its traces")
+        for spec, s in settings:
+            try:
+                loaded = (load(info["model"], "cpu", "float32")
+                          if s.method == "deepprune" and s.judge == "llm" and not s.judge_model else None)
+                tok = loaded.tokenizer if loaded else load_tokenizer(info["model"])
+                run_ks = ks or default_ks(max(p.pool.size for p in run.problems))
+                c = replay_curve(run, s, run_ks, tok, repeats=repeats, seed=seed, bootstrap=bootstrap,
+                                 loaded=loaded, extract=extract, truncated=truncated)
+            except (TraceError, ModelNotFound, ValueError) as e:
+                raise InputError(f"--replay {spec}: {run.label}: {e}") from None
+            out.append((run, f"{run.label} + {spec}", c))
+    return out
+
+
 def evaluate_runs(inputs, labels, x, ks, repeats, seed, bootstrap, plot, methods, extract, truncated, jobs,
-                  as_json) -> None:
+                  as_json, replay=()) -> None:
     from strategies.evaluation.compute import CostError
     from strategies.evaluation.runs import cost_curves, cost_table, plot_cost
     from strategies.jsonl import dumps
 
+    from strategies.evaluation.compute import require
+
     runs, dropped = load_runs(inputs, labels, methods, extract, truncated)
+    try:   # before any replay: a refused axis costs nothing
+        for r in runs:
+            require(r.costs, x, r.label)
+    except CostError as e:
+        raise InputError(str(e)) from None
+    replays = replay_runs(runs, list(replay), ks, repeats, seed, bootstrap, extract, truncated) if replay else []
     try:
-        res = cost_curves(runs, x=x, ks=ks, repeats=repeats, seed=seed, jobs=jobs, bootstrap=bootstrap)
+        res = cost_curves(runs, x=x, ks=ks, repeats=repeats, seed=seed, jobs=jobs, bootstrap=bootstrap,
+                          replays=replays)
     except CostError as e:
         raise InputError(str(e)) from None
     except ValueError as e:   # two runs with one label

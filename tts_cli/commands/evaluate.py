@@ -81,6 +81,11 @@ def evaluate(
     label: Optional[List[str]] = typer.Option(None, "--label",
                                               help="A name per input file, in order, for tables and plots. Default: "
                                                    "the file name, its generator mode and its pruner."),
+    replay: Optional[List[str]] = typer.Option(None, "--replay",
+                                               help="A pruner's curve from each unpruned run with traces: "
+                                                    "deepconf:KEY=V,... or deepprune:KEY=V,... (PruneSettings "
+                                                    "fields, e.g. deepconf:warmup=4,keep=0.9) replayed on every "
+                                                    "random K-subset; repeatable. Default: none."),
 ) -> None:
     """Score aggregated records against gold answers; --curve for accuracy vs K (RPC's protocol)."""
     inputs = input or ["-"]
@@ -93,11 +98,12 @@ def evaluate(
     ks = parse_ks(curve)
     if plot:
         checked_plot_path(plot)
-    if len(inputs) > 1 or x is not None or label:
+    if len(inputs) > 1 or x is not None or label or replay:
         from tts_cli.commands._runs import evaluate_runs
 
         return evaluate_runs(inputs, label, (x or CostAxis.tokens).value, ks, repeats, seed, bootstrap, plot,
-                             methods, checked_extract(extract), truncated.value, default_jobs(jobs), as_json)
+                             methods, checked_extract(extract), truncated.value, default_jobs(jobs), as_json,
+                             replay or [])
     records, lines = records_with_lines(input)
     ids: dict = {}
     records = counting_ids(records, ids)
