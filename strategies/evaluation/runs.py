@@ -88,7 +88,7 @@ def common_problems(runs: list[Run]) -> tuple[list[Run], dict]:
     return out, dropped
 
 
-def _method_labels(runs: list[Run]) -> None:
+def _distinct_labels(runs: list[Run]) -> None:
     if len({r.label for r in runs}) != len(runs):
         raise ValueError("two runs have the same label; give each its own with --label")
 
@@ -102,7 +102,7 @@ def cost_curves(runs: list[Run], x: str = "tokens", ks: list[int] | None = None,
 
     `replays`: (run, label, curve) triples of replayed.replay_curve results, drawn as curves of
     their own beside the runs."""
-    _method_labels(runs)
+    _distinct_labels(runs)
     for r in runs:
         require(r.costs, x, r.label)
     P = len(runs[0].problems) if runs else 0
