@@ -179,3 +179,32 @@ def test_pareto_frontier_equals_brute_force(seed):
 def test_pareto_orders_by_cost():
     idx = pareto([4.0, 1.0, 2.0, 3.0], [0.9, 0.1, 0.5, 0.4])
     assert idx.tolist() == [1, 2, 0]
+
+
+def test_llm_judge_counts_the_unpadded_prompt_tokens_it_reads(tiny):
+    from strategies.pruners.judges.llm import QUESTION, LLMJudge
+
+    model, tok = tiny
+    j = LLMJudge(PruneSettings(judge="llm"), Loaded(model, tok, "tiny", "-", None))
+    pairs = [("so 3 and 4", "so 7"), ("a much longer first prefix, thus", "b")] * 5   # two batches of 8
+    j.score(pairs)
+    want = 0
+    for a, b in pairs:
+        text = tok.apply_chat_template([{"role": "user", "content": QUESTION.format(a=a, b=b)}],
+                                       add_generation_prompt=True, tokenize=False)
+        want += len(tok(text, add_special_tokens=False)["input_ids"])
+    assert j.tokens == want
+    assert j.params == llama_formula(model.config)
+
+
+def test_embedding_judge_counts_each_distinct_prefix_once():
+    from strategies.pruners.judges import make_judge
+
+    j = make_judge(PruneSettings(judge="embedding"))
+    pairs = [("the sum is 7", "so the total is 7"), ("the sum is 7", "it rains")]
+    j.score(pairs)
+    texts = ["the sum is 7", "so the total is 7", "it rains"]
+    assert j.tokens == sum(len(j.tok(t)["input_ids"]) for t in texts)
+    total_params = sum(p.numel() for p in j.model.parameters())
+    emb = sum(p.numel() for n, p in j.model.named_parameters() if "embeddings" in n and "LayerNorm" not in n)
+    assert j.params == total_params - emb
