@@ -17,8 +17,8 @@ def compare(
     method: str = typer.Option("majority", "--method", "-a",
                                help="The method compared: its recorded aggregate when every record of a run has "
                                     "it (under this label), else aggregated afresh with it."),
-    opt: Optional[List[str]] = typer.Option(None, "--opt", help="Method options for -a, as in `tts aggregate`. "
-                                                                 "Default: none."),
+    opt: Optional[List[str]] = typer.Option(None, "--opt", help="Method options for -a, as in `tts aggregate` "
+                                                                 "(then aggregated afresh). Default: none."),
     label: Optional[List[str]] = typer.Option(None, "--label",
                                               help="Names for A and B (give both). Default: the file name, its "
                                                    "generator mode and its pruner."),
@@ -39,7 +39,9 @@ def compare(
     methods = methods_or_error([method], opt or [])
     runs, dropped = load_runs([a, b], label, methods, checked_extract(extract), truncated.value)
     try:
-        res = run_compare(runs[0], runs[1], method, bootstrap=bootstrap, seed=seed)
+        # --opt asks for those options: aggregate afresh rather than read what was recorded
+        res = run_compare(runs[0], runs[1], method, fresh=methods[0][1] if opt else None, bootstrap=bootstrap,
+                          seed=seed)
     except ValueError as e:
         raise InputError(str(e)) from None
     res["dropped"] = dropped
