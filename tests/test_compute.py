@@ -208,3 +208,11 @@ def test_embedding_judge_counts_each_distinct_prefix_once():
     total_params = sum(p.numel() for p in j.model.parameters())
     emb = sum(p.numel() for n, p in j.model.named_parameters() if "embeddings" in n and "LayerNorm" not in n)
     assert j.params == total_params - emb
+
+
+@pytest.mark.integration
+def test_embedded_model_size_from_its_config():
+    from strategies.models import load_meta
+
+    config = load_meta("smollm2-135m", "cpu", "float32").config
+    assert params_from_config(config) == llama_formula(config) == 106_203_456
