@@ -45,6 +45,11 @@ class Controller:
         """Extra per-sample output fields (e.g. a DeepPrune cluster)."""
         return {}
 
+    def cost_other(self, req: Request) -> list[dict]:
+        """Models other than the generator that read tokens for this request (`cost.other`
+        entries: role, model, params, tokens); read before record_fields."""
+        return []
+
     def record_fields(self, req: Request) -> dict:
         """Extra per-record output fields, read once the request is done (it may forget it then)."""
         return {}

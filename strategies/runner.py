@@ -236,24 +236,63 @@ def generate(items: Iterable, loaded, generator, opts: GenerateOptions, progress
     info = run_info(loaded, generator, opts)
     if controller is not None:
         info.update(controller.run_fields())
+    params = generator_params(loaded)
     try:
-        yield from _records(backend, items, loaded, generator, opts, controller, info)
+        yield from _records(backend, items, loaded, generator, opts, controller, info, params)
     finally:
         close = getattr(backend, "close", None)
         if close is not None and created:
             close()
 
 
-def _records(backend, items, loaded, generator, opts, controller, info) -> Iterator[dict]:
+def generator_params(loaded) -> int | None:
+    """The generator's non-embedding parameter count (the record's `cost.params`), from its
+    config; None for a config transformers cannot build a model from."""
+    from strategies.evaluation.compute import params_from_config
+
+    try:
+        return params_from_config(loaded.config)
+    except (ValueError, KeyError, AttributeError, TypeError):
+        return None
+
+
+def _cost(prompt_tokens: int, params: int | None, other: list[dict]) -> dict:
+    """The record's `cost` (docs/format.md): other models' entries merged per (role, model)."""
+    out: dict[str, Any] = {"prompt_tokens": prompt_tokens}
+    if params is not None:
+        out["params"] = params
+    merged: dict = {}
+    for o in other:
+        key = (o["role"], o["model"])
+        if key in merged:
+            merged[key]["tokens"] += o["tokens"]
+        else:
+            merged[key] = dict(o)
+    if merged:
+        out["other"] = list(merged.values())
+    return out
+
+
+def _records(backend, items, loaded, generator, opts, controller, info, params=None) -> Iterator[dict]:
     from strategies.rows import SKIPPED
 
     rows: list = []   # the rows of the record's requests so far (one request unless split)
+    prompt_tokens, other = 0, []  # the record's cost so far, over its requests
     for req in backend.run(_requests(_as_records(items), loaded, opts, generator)):
         rec, rid, last = req.payload
         rows.extend(req.rows)
+        if req.error is None:
+            # each request's prompt is prefilled once, whatever its number of samples
+            prompt_tokens += len(req.prompt_ids)
+            # generators and controllers written before this hook (test fakes) have none
+            for part in (generator, controller):
+                hook = getattr(part, "cost_other", None)
+                if hook is not None:
+                    other += hook(req)
         if not last:
             continue
         rows, record_rows = [], rows
+        record_cost, (prompt_tokens, other) = _cost(prompt_tokens, params, other), (0, [])
         if isinstance(req.error, _Fatal):
             raise InputError(str(req.error) + " (use --on-error skip to write it with an error field)")
         out: dict[str, Any] = dict(rec.data) if rec.data is not None else {"line": rec.line}
@@ -272,4 +311,5 @@ def _records(backend, items, loaded, generator, opts, controller, info) -> Itera
             skipped = sum(row.finish == SKIPPED for row in record_rows)
             if skipped:
                 out["skipped"] = skipped
+            out["cost"] = record_cost
         yield out

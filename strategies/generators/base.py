@@ -65,3 +65,8 @@ class Generator:
     def run_fields(self) -> dict:
         """Every parameter that shaped the output, for the record's `run` object."""
         return {}
+
+    def cost_other(self, req: Request) -> list[dict]:
+        """Models other than the decoding one that read tokens for this request (`cost.other`
+        entries: role, model, params, tokens)."""
+        return []

@@ -74,6 +74,8 @@ class SoftCoT(Discrete):
                 ids = torch.tensor(init_token_ids(self.assistant_tok, distinct, self.assistant_template, len(table)))
                 init = table[ids.to(table.device)]
         states = assistant_states(self.assistant, placed, init, chains=n_chains)
+        # the assistant's forward pass reads the prompt once, or once per distinct init vector
+        self.last_assistant_tokens = len(placed.ids) * (1 if init is None else len(init))
         if init is not None and len(init) < n_chains:   # cycle the learned vectors
             states = states[torch.arange(n_chains) % len(init)]
         z = self.projection(states.float())
@@ -94,7 +96,9 @@ class SoftCoT(Discrete):
         z = self.thoughts(question, len(chains), opts.seed, req.key)
         at = torch.tensor(placed.positions)
         return [replace(req, prompt_ids=placed.ids, n=m, sample_offset=off, inject=(at, z[c]), rows=[],
-                        info={"chain": c, "norms": z[c].norm(dim=-1).tolist()})
+                        info={"chain": c, "norms": z[c].norm(dim=-1).tolist(),
+                              # the record's assistant pass, charged to its first chain only
+                              "assistant_tokens": self.last_assistant_tokens if c == 0 else 0})
                 for c, (off, m) in enumerate(chains)]
 
     # ----- output -----------------------------------------------------------------------------
@@ -104,6 +108,17 @@ class SoftCoT(Discrete):
         if trace:
             sc["thought_norms"] = [round(v, 4) for v in info["norms"]]
         return {"softcot": sc}
+
+    def cost_other(self, req) -> list[dict]:
+        tokens = req.info.get("assistant_tokens", 0)
+        if not tokens:
+            return []
+        if getattr(self, "_assistant_params", None) is None:
+            from strategies.evaluation.compute import non_embedding_params
+
+            self._assistant_params = non_embedding_params(self.assistant)
+        return [{"role": "assistant", "model": self.assistant_name, "params": self._assistant_params,
+                 "tokens": tokens}]
 
     def run_fields(self) -> dict:
         out = asdict(self.sc.sampling)

@@ -27,6 +27,7 @@ class _Prompt:
         self.cluster_of: dict[int, int] = {}
         self.keep: set[int] = set()
         self.judge_s = 0.0
+        self.judge_tokens = 0
 
 
 @register
@@ -155,11 +156,13 @@ class DeepPrune(Controller):
         order = sorted(st.prefix)
         texts = [st.prefix[i] for i in order]
         t0 = time.perf_counter()
+        tokens0 = getattr(self.judge, "tokens", 0)
         clusters = greedy_clusters(
             len(order), lambda pairs: self.judge.score([(texts[a], texts[b]) for a, b in pairs]),
             k1=self.s.k1, tau=self.s.tau, max_clusters=self.s.max_clusters,
             rng=row_rng(self.s.seed, st.req.key, -1))  # per prompt, independent of the batch
         st.judge_s += time.perf_counter() - t0
+        st.judge_tokens += getattr(self.judge, "tokens", 0) - tokens0
         st.clusters = [[order[j] for j in c] for c in clusters]
         st.cluster_of = {i: c for c, members in enumerate(st.clusters) for i in members}
         st.keep = {order[j] for j in survivors(clusters, self.s.survivors, self.s.k2)}
@@ -179,6 +182,14 @@ class DeepPrune(Controller):
         if row.i in st.keep:
             out["cluster_size"] = len(st.clusters[c])
         return out
+
+    def cost_other(self, req) -> list[dict]:
+        """The judge's share of the record's cost (`cost.other`): none for a judge without a model."""
+        st = self._state(req)
+        if st is None or not hasattr(self.judge, "params"):
+            return []
+        return [{"role": "judge", "model": self.judge.model_name, "params": self.judge.params,
+                 "tokens": st.judge_tokens}]
 
     def record_fields(self, req) -> dict:
         st = self.done.pop(id(req), None) or self.prompts.pop(id(req), None)

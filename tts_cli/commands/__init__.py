@@ -6,6 +6,7 @@ COMMANDS = [
     ("score", "score", "score"),
     ("aggregate", "aggregate", "aggregate"),
     ("eval", "evaluate", "evaluate"),
+    ("compare", "compare", "compare"),
     ("data", "data", "data"),
     ("show", "show", "show"),
     ("plot", "plot", "plot_app"),

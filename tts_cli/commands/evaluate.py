@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from enum import Enum
 from typing import List, Optional
 
 import typer
@@ -14,6 +15,12 @@ from tts_cli.commands._common import (  # checks made before any work
     checked_plot_path, counting_ids, curve_size_warnings, duplicate_ids_warning,
 )
 from strategies.jsonl import InputError
+
+
+class CostAxis(str, Enum):
+    samples = "samples"
+    tokens = "tokens"
+    flops = "flops"
 
 
 def parse_ks(text: str | None) -> list[int] | None:
@@ -43,7 +50,9 @@ def _curve_methods(problems, methods):
 
 
 def evaluate(
-    input: str = typer.Argument("-", help="Aggregated JSONL (`tts aggregate` output) with gold `answer`, or - for stdin."),
+    input: Optional[List[str]] = typer.Argument(None, help="Aggregated JSONL (`tts aggregate` output) with gold `answer`, "
+                                                            "or - for stdin. Several files: compared on one cost axis "
+                                                            "(see --x). Default: - (stdin)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
     curve: Optional[str] = typer.Option(None, "--curve",
                                         help="Accuracy vs K: K1,K2,... or auto (powers of two up to N, and N). "
@@ -64,8 +73,23 @@ def evaluate(
                                         help="As in `tts aggregate` (applies to samples with a `pred` too): "
                                              + TRUNCATED_HELP),
     jobs: int = typer.Option(0, "--jobs", "-j", min=0, help=JOBS_HELP),
+    x: Optional[CostAxis] = typer.Option(None, "--x",
+                                         help="Cost axis of the runs' curves: samples, tokens (generated, stopped "
+                                              "samples included) or flops (2 x non-embedding parameters per token "
+                                              "of every model). Default: tokens with several files; one file "
+                                              "without it: the table and K curve."),
+    label: Optional[List[str]] = typer.Option(None, "--label",
+                                              help="A name per input file, in order, for tables and plots. Default: "
+                                                   "the file name, its generator mode and its pruner."),
+    replay: Optional[List[str]] = typer.Option(None, "--replay",
+                                               help="A pruner's curve from each unpruned run with traces: "
+                                                    "deepconf:KEY=V,... or deepprune:KEY=V,... (the pruner's "
+                                                    "fields, e.g. deepconf:warmup=4,keep=0.9) replayed on every "
+                                                    "random K-subset; repeatable. Default: none."),
 ) -> None:
     """Score aggregated records against gold answers; --curve for accuracy vs K (RPC's protocol)."""
+    inputs = input or ["-"]
+    input = inputs[0]
     from strategies.evaluation import curve as run_curve, default_ks, load_problems, summarize
     from strategies.evaluation.report import curve_table, summary_table
     from strategies.jsonl import dumps
@@ -74,6 +98,12 @@ def evaluate(
     ks = parse_ks(curve)
     if plot:
         checked_plot_path(plot)
+    if len(inputs) > 1 or x is not None or label or replay:
+        from tts_cli.commands._runs import evaluate_runs
+
+        return evaluate_runs(inputs, label, (x or CostAxis.tokens).value, ks, repeats, seed, bootstrap, plot,
+                             methods, checked_extract(extract), truncated.value, default_jobs(jobs), as_json,
+                             replay or [])
     records, lines = records_with_lines(input)
     ids: dict = {}
     records = counting_ids(records, ids)
@@ -124,5 +154,8 @@ evaluate.__doc__ += (
     "re-aggregated; mean ± std accuracy per method (± is the spread over subset draws), the 95% "
     "interval over problems, and the oracle on the same subsets. --plot draws it (log-2 K axis, "
     "error bands).\n\n"
-    "Warnings (stderr): record ids that appear more than once, --curve K larger than a problem's pool."
+    "Warnings (stderr): record ids that appear more than once, --curve K larger than a problem's pool.\n\n"
+    "Several files (or --x): each (run, method, K) point's accuracy, its 95% interval over the problems all "
+    "runs share, and its mean cost per problem on --x; * marks the Pareto frontier. A pruned run is one "
+    "point. --plot draws accuracy against cost on a log axis (docs/evaluation.md, \"Compute\")."
 )

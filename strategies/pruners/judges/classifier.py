@@ -34,6 +34,12 @@ class ClassifierJudge:
         self.model.config.pad_token_id = self.tok.pad_token_id
         self.label = self._label(settings.judge_labels, self.model.config)
         self.template = getattr(settings, "judge_template", None)
+        # what the judge costs (the record's `cost.other`): pair tokens read, padding excluded
+        self.model_name = f"classifier:{path}"
+        from strategies.evaluation.compute import non_embedding_params
+
+        self.params = non_embedding_params(self.model)
+        self.tokens = 0
 
     @staticmethod
     def _label(spec: str, config) -> int:
@@ -58,6 +64,7 @@ class ClassifierJudge:
                 # replace() rather than format(): a prefix may itself hold braces (LaTeX)
                 texts = [self.template.replace("{a}", a).replace("{b}", b) for a, b in chunk]
                 enc = self.tok(texts, padding=True, truncation=True, max_length=1024, return_tensors="pt")
+            self.tokens += int(enc["attention_mask"].sum())
             with torch.no_grad():
                 logits = self.model(**enc).logits.float()
             out.extend(torch.softmax(logits, -1)[:, self.label].tolist())

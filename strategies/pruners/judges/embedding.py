@@ -46,6 +46,12 @@ class EmbeddingJudge:
                                       AutoModel.from_pretrained(path, local_files_only=True).eval())
         self.tok, self.model = EmbeddingJudge._loaded
         self.cache: dict[str, np.ndarray] = {}
+        # what the judge costs (the record's `cost.other`): tokens embedded (cached prefixes once)
+        self.model_name = "embedding:all-MiniLM-L6-v2"
+        from strategies.evaluation.compute import non_embedding_params
+
+        self.params = non_embedding_params(self.model)
+        self.tokens = 0
 
     def embed(self, texts: list[str]) -> np.ndarray:
         import torch
@@ -53,6 +59,7 @@ class EmbeddingJudge:
         todo = [t for t in dict.fromkeys(texts) if t not in self.cache]
         if todo:
             enc = self.tok(todo, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
+            self.tokens += int(enc["attention_mask"].sum())
             with torch.no_grad():
                 hidden = self.model(**enc).last_hidden_state
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)

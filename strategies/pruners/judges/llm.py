@@ -32,6 +32,12 @@ class LLMJudge:
         self.model, self.tok = loaded.model, loaded.tokenizer
         self.yes = self._first_ids(["yes", "Yes", " yes", " Yes"])
         self.no = self._first_ids(["no", "No", " no", " No"])
+        # what the judge costs (the record's `cost.other`): prompt tokens read, padding excluded
+        self.model_name = f"llm:{loaded.name}"
+        from strategies.evaluation.compute import non_embedding_params
+
+        self.params = non_embedding_params(self.model)
+        self.tokens = 0
 
     def _first_ids(self, words) -> list[int]:
         # every spelling's first token: the answer may start with or without a space or capital
@@ -51,6 +57,7 @@ class LLMJudge:
         out = []
         for at in range(0, len(pairs), BATCH):
             ids = [self.prompt(a, b) for a, b in pairs[at: at + BATCH]]
+            self.tokens += sum(map(len, ids))
             L = max(map(len, ids))
             # left padding: every prompt's last token sits at the same position
             x = torch.tensor([[0] * (L - len(i)) + i for i in ids], device=self.model.device)
