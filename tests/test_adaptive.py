@@ -86,7 +86,7 @@ def test_settings_parse_and_refuse():
     assert AdaptiveSettings.parse("beta", wave=4) == AdaptiveSettings("beta", 0.95, 4)
     assert AdaptiveSettings.parse("esc:5") == AdaptiveSettings("esc", 1.0, 5)
     for bad in ("beta:1.5", "esc:1", "esc:x", "vote:3"):
-        with pytest.raises(ValueError, match="--adaptive"):
+        with pytest.raises(ValueError, match="adaptive rule"):
             AdaptiveSettings.parse(bad)
 
 
@@ -112,3 +112,27 @@ def test_online_decisions_equal_the_replay_on_a_tiny_model():
         assert [s["text"] for s in a["samples"]] == [s["text"] for s in b["samples"]]
         assert a.get("skipped") == b.get("skipped")
         assert {k: a["prune"][k] for k in ("waves", "decided")} == {k: b["prune"][k] for k in ("waves", "decided")}
+
+
+def test_cli_adaptive_online_equals_tts_prune_replay(tmp_path):
+    from tests.cli import tts
+
+    inp = tmp_path / "p.jsonl"
+    inp.write_text("".join(f'{{"id": {k}, "prompt": "q{k}"}}\n' for k in range(3)))
+    common = ("--model", "tiny-random", "-n", "6", "--max-new-tokens", "5", "--seed", "3", "--trace", "--quiet")
+    online = tts("generate", inp, *common, "--adaptive", "esc:2")
+    assert online.code == 0, online.stderr
+    full = tmp_path / "full.jsonl"
+    assert tts("generate", inp, *common, "-o", full).code == 0
+    replayed = tts("prune", full, "--method", "adaptive", "--rule", "esc:2")
+    assert replayed.code == 0, replayed.stderr
+    for a, b in zip(online.records(), replayed.records()):
+        assert a["run"]["prune"] == {"method": "adaptive", "rule": "esc", "wave": 2}
+        assert [s["text"] for s in a["samples"]] == [s["text"] for s in b["samples"]]
+        assert a.get("skipped") == b.get("skipped")
+        assert {k: a["prune"][k] for k in ("waves", "decided")} == {k: b["prune"][k] for k in ("waves", "decided")}
+    # one pruner at a time, and its options only with it
+    r = tts("generate", inp, *common, "--adaptive", "esc:2", "--prune", "deepconf")
+    assert r.code == 2 and "--adaptive is a pruner of its own" in r.stderr
+    r = tts("generate", inp, *common, "--wave", "4")
+    assert r.code == 2 and "--wave applies to --prune adaptive only" in r.stderr, r.stderr

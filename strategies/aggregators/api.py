@@ -110,6 +110,12 @@ def _pred(sample: dict, extract: str, truncated: str = "extract"):
     return normalize_answer(extract_answer(sample.get("text"), extract))
 
 
+def answer_of(sample: dict, extract: str = "auto"):
+    """A sample's answer as every aggregator reads it by default (normalised; None: none), e.g. for
+    a controller that votes while samples are generated."""
+    return _pred(sample, extract)
+
+
 # the per-token signal each per-sample field summarises (a run's `signals` labels these)
 FIELD_SIGNAL = {"mean_logprob": "logprob", "logprob": "logprob", "entropy": "entropy",
                 "self_certainty": "self_certainty", "confidence": "confidence"}

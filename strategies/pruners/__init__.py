@@ -18,7 +18,7 @@ def register(cls):
     return cls
 
 
-from strategies.pruners import deepconf, deepprune  # noqa: E402,F401  (imported for their @register)
+from strategies.pruners import adaptive, deepconf, deepprune  # noqa: E402,F401  (imported for their @register)
 
 
 def settings(method: str, seed: int = 0, **options):

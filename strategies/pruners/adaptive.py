@@ -11,7 +11,7 @@ rows happened to share a batch — online and replay decide the same):
 - `esc:W` — Early-Stopping Self-Consistency (Li et al. 2024): waves of W samples; stop when every
   sample of the last wave gave the same answer.
 
-Answers are read as the aggregators read them (strategies/aggregators/api.py: sample_answer) and
+Answers are read as the aggregators read them by default (strategies/aggregators/api.py: answer_of) and
 grouped by the shared equivalence (verifiers.group_answers); a sample without an answer votes for
 nothing (and breaks an ESC window's agreement). Samples of a later wave wait until the earlier
 waves have finished; once decided, the rest are skipped (never started, not written; the record's
@@ -24,7 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import beta as beta_dist
 
+from strategies.aggregators.base import Option
 from strategies.control import SKIP, START, WAIT, Controller
+from strategies.pruners import register
 from verifiers import group_answers
 
 RULES = ("beta", "esc")
@@ -41,7 +43,7 @@ class AdaptiveSettings:
         """`beta:T` (0 < T < 1; `beta` alone: 0.95) or `esc:W` (W >= 2); `wave` sets beta's wave size."""
         rule, sep, arg = spec.partition(":")
         if rule not in RULES:
-            raise ValueError(f"--adaptive {spec!r}: expected beta:T or esc:W")
+            raise ValueError(f"adaptive rule {spec!r}: expected beta:T or esc:W")
         try:
             if rule == "esc":
                 w = int(arg) if sep else 8
@@ -52,7 +54,7 @@ class AdaptiveSettings:
             if not 0 < t < 1:
                 raise ValueError
         except ValueError:
-            raise ValueError(f"--adaptive {spec!r}: beta:T needs 0 < T < 1, esc:W needs an integer W >= 2") from None
+            raise ValueError(f"adaptive rule {spec!r}: beta:T needs 0 < T < 1, esc:W needs an integer W >= 2") from None
         if wave is not None and wave < 1:
             raise ValueError(f"--wave {wave}: must be >= 1")
         return cls("beta", t, 8 if wave is None else wave)
@@ -93,10 +95,30 @@ class _Prompt:
         self.stats: dict = {}
 
 
+def default_answer(text: str, finish: str):
+    from strategies.aggregators.api import answer_of
+
+    return answer_of({"text": text, "finish": finish})
+
+
+@register
 class Adaptive(Controller):
     name = "adaptive"
+    options = {
+        "rule": Option("beta:0.95", str, "beta:T (stop once the posterior that the leading answer beats the "
+                       "runner-up exceeds T) | esc:W (stop once a wave of W samples agrees)."),
+        "wave": Option(8, int, "samples started together per prompt under beta (esc:W's wave is W)."),
+    }
 
-    def __init__(self, settings: AdaptiveSettings, answer):
+    @staticmethod
+    def check(s) -> None:
+        AdaptiveSettings.parse(s.rule, s.wave)
+
+    @classmethod
+    def from_settings(cls, settings, loaded=None):
+        return cls(AdaptiveSettings.parse(settings.rule, settings.wave))
+
+    def __init__(self, settings: AdaptiveSettings, answer=default_answer):
         """`answer(text, finish)` reads a sample's answer (None when it has none)."""
         self.s = settings
         self.answer = answer

@@ -127,7 +127,8 @@ def generate(
                                                         "replicas, ray_batch_size, chunk_records (docs/scale.md)."),
     # --- pruning -----------------------------------------------------------------------
     prune: Optional[str] = P.opt(None, "--prune", help="Stop samples mid-flight: deepprune (redundant traces) | "
-                                 "deepconf (low-confidence traces). Default: none."),
+                                 "deepconf (low-confidence traces) | adaptive (no new samples once the vote is "
+                                 "decided). Default: none."),
     # every pruner's own options (--judge, --keep, ...) are appended by @P.with_pruner_options
     # --- soft thinking -----------------------------------------------------------------
     max_topk: int = typer.Option(SoftParams.max_topk, "--max-topk", min=1, rich_help_panel=SOFT, help="K: concept-token width."),
@@ -171,6 +172,10 @@ def generate(
                                          help="Prompt template of each side: auto (the reference's for Llama 3, "
                                               "Qwen2.5 and Qwen3 tokenizers, ours otherwise) | tts | reference-llama | "
                                               "reference-qwen | reference-qwen3 (docs/softcot.md)."),
+    adaptive: Optional[str] = typer.Option(None, "--adaptive", rich_help_panel=P.PANEL, show_default=False,
+                                           help="Adaptive sample budget: beta:T or esc:W. Sample each prompt in waves "
+                                                "and start no more once its vote is decided; the same as --prune "
+                                                "adaptive --rule SPEC (docs/pruning.md). Default: off."),
     pruner_options: Optional[dict] = None,
 ) -> None:
     """Sample N traces per prompt and write one JSONL record per input record (docs/format.md)."""
@@ -186,8 +191,14 @@ def generate(
 
     shard_spec = Selection.parse_shard(shard)
     engine_args = parse_engine_args(engine_arg)
-    check_backend(backend, mode.value, compile=compile, prune=prune is not None, engine_args=engine_args)
+    check_backend(backend, mode.value, compile=compile, prune=prune is not None or adaptive is not None,
+                  engine_args=engine_args)
     prune_settings = None
+    if adaptive is not None:
+        if prune not in (None, "adaptive") or "rule" in (pruner_options or {}):
+            raise InputError("--adaptive is a pruner of its own (--prune adaptive --rule SPEC): "
+                             "give it alone, without --prune or --rule")
+        prune, pruner_options = "adaptive", {**(pruner_options or {}), "rule": adaptive}
     if prune is not None:
         prune_settings = P.settings(prune, pruner_options, seed)
         P.warn_no_pruning(prune_settings, samples)

@@ -14,7 +14,7 @@ from strategies.jsonl import InputError
 def prune(
     input: str = typer.Argument("-", help="`tts generate --trace` output (JSONL, unpruned), or - for stdin."),
     output: str = typer.Option("-", "-o", "--output", help="Output JSONL file, or - for stdout."),
-    method: Optional[str] = typer.Option(None, "--method", help="deepprune | deepconf (the replayed pruner)."),
+    method: Optional[str] = typer.Option(None, "--method", help="deepprune | deepconf | adaptive (the replayed pruner)."),
     judge_auroc: bool = typer.Option(False, "--judge-auroc",
                                      help="Instead of pruning: per judge (--judge a,b,...), AUROC and TNR at "
                                           "FNR 0.2 over same-prompt sample pairs labelled by answer equivalence."),
@@ -31,7 +31,7 @@ def prune(
     from strategies.jsonl import JsonlWriter, iter_objects
 
     if judge_auroc == (method is not None):
-        raise InputError("give exactly one of --method deepprune|deepconf and --judge-auroc")
+        raise InputError("give exactly one of --method deepprune|deepconf|adaptive and --judge-auroc")
     given = dict(pruner_options or {})
     records = [obj for _, obj in iter_objects(input)]
     run = next((r.get("run") for r in records if isinstance(r.get("run"), dict)), {}) or {}
