@@ -256,3 +256,49 @@ def test_documented_data_command_runs_on_the_problems_that_ship(monkeypatch):
         args = _tts_invocations(text)[0]
         r = tts(*args)
         assert r.code == 0 and len(r.records()) == 8, f"{where}: {r.stderr}"
+
+
+# --- the README's demo table is what the demo code prints ----------------------------------------
+
+DEMO_RUNS = ROOT / "tests" / "fixtures" / "demo"
+
+
+def _demo_steps():
+    """From benchmarks/demo.sh: {run: (generate arguments, aggregate arguments)}."""
+    script = (ROOT / "benchmarks" / "demo.sh").read_text().replace("\\\n", " ")
+    steps = {}
+    for gen, name, agg in re.findall(
+            r'tts generate "\$out/prompts\.jsonl" ([^|]+)\|\s*tee "\$out/(\w+)\.gen\.jsonl" \| tts aggregate ([^>]+)>',
+            script):
+        steps[name] = (shlex.split(gen), shlex.split(agg))
+    return steps
+
+
+def test_readme_demo_table_is_what_the_demo_prints_for_the_committed_runs():
+    """The committed runs are raw `tts generate` outputs of `make demo` on the problems that ship;
+    aggregating them as demo.sh does and printing them with benchmarks/demo_table gives the README's
+    table, line for line."""
+    from benchmarks.demo_table import read, table
+
+    steps = _demo_steps()
+    assert set(steps) == {"greedy", "sampled"}
+    common = dict(re.findall(r"(--[\w-]+) (\S+)", re.search(r"common=\(([^)]*)\)",
+                                                              (ROOT / "benchmarks" / "demo.sh").read_text()).group(1)))
+    aggregated = {}
+    for name, (gen, agg) in steps.items():
+        records = read(DEMO_RUNS / f"{name}.gen.jsonl")
+        # the committed run is the demo's: its problems, sample count and seed
+        problems = [json.loads(x) for x in (ROOT / "benchmarks" / "fallback_problems.jsonl").read_text().splitlines()
+                    if x.strip()]
+        assert len(records) == len(problems)
+        assert all(r["prompt"].startswith(p["input"]) for r, p in zip(records, problems))
+        assert records[0]["run"]["n"] == int(gen[gen.index("-n") + 1])
+        assert records[0]["run"]["seed"] == int(common["--seed"])
+        assert records[0]["run"]["max_new_tokens"] == int(common["--max-new-tokens"])
+        r = tts("aggregate", DEMO_RUNS / f"{name}.gen.jsonl", *agg)
+        assert r.code == 0, r.stderr
+        aggregated[name] = r.records()
+    printed = table(aggregated["greedy"], aggregated["sampled"])
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"What `make demo` prints.*?```\n(.*?)```", readme, re.S).group(1)
+    assert [x.rstrip() for x in block.strip("\n").splitlines()] == [x.rstrip() for x in printed.splitlines()]
