@@ -17,9 +17,9 @@ start=$(date +%s)
 tts data mawps "$data" --limit 20 > "$out/prompts.jsonl"
 echo "demo: greedy decoding, $(wc -l < "$out/prompts.jsonl") problems…" >&2
 tts generate "$out/prompts.jsonl" -n 1 --temperature 0 "${common[@]}" \
-  | tts aggregate -a majority > "$out/greedy.jsonl"
+  | tee "$out/greedy.gen.jsonl" | tts aggregate -a majority > "$out/greedy.jsonl"
 echo "demo: 8 samples per problem (T=0.6, top-p 0.95, top-k 30)…" >&2
 tts generate "$out/prompts.jsonl" -n 8 --temperature 0.6 --top-p 0.95 --top-k 30 "${common[@]}" \
-  | tts aggregate -a majority -a pc -a self-certainty > "$out/sampled.jsonl"
+  | tee "$out/sampled.gen.jsonl" | tts aggregate -a majority -a pc -a self-certainty > "$out/sampled.jsonl"
 python -m benchmarks.demo_table "$out/greedy.jsonl" "$out/sampled.jsonl"
 echo "demo: finished in $(( $(date +%s) - start )) s; records are in $out/ (try: tts show $out/sampled.jsonl)" >&2

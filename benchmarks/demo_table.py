@@ -1,6 +1,11 @@
 """The table `make demo` prints: greedy vs sampling and voting, from two aggregated runs.
 
     python -m benchmarks.demo_table greedy.jsonl sampled.jsonl
+
+The README's table is this module's output on the records in tests/fixtures/demo/ (the raw
+`tts generate` outputs of a demo run, aggregated as benchmarks/demo.sh does); tests/test_docs.py
+checks that the two agree. After a change that moves the numbers, rerun `make demo`, copy
+`out/demo/{greedy,sampled}.gen.jsonl` there and paste the printed table into the README.
 """
 from __future__ import annotations
 
@@ -16,9 +21,9 @@ def read(path: str) -> list[dict]:
         return [orjson.loads(line) for line in fh if line.strip()]
 
 
-def main(greedy_path: str, sampled_path: str) -> None:
-    greedy, _ = load_problems(read(greedy_path))
-    sampled, _ = load_problems(read(sampled_path))
+def table(greedy_records: list[dict], sampled_records: list[dict]) -> str:
+    greedy, _ = load_problems(greedy_records)
+    sampled, _ = load_problems(sampled_records)
     g, s = summarize(greedy), summarize(sampled)
     n = s["samples"]
     rows = [("greedy decoding (1 sample)", g["methods"]["majority"]["accuracy"], g["tokens"] * g["problems"]),
@@ -26,10 +31,15 @@ def main(greedy_path: str, sampled_path: str) -> None:
     for label, m in s["methods"].items():
         rows.append((f"{label} over {n} samples", m["accuracy"], None))
     rows.append((f"oracle (any of {n} correct)", s["oracle"], s["tokens"] * s["problems"]))
-    print(f"{s['problems']} problems, embedded model")
-    print(f"{'':<34}{'accuracy':>9}  {'tokens generated':>16}")
+    lines = [f"{s['problems']} problems, embedded model",
+             f"{'':<34}{'accuracy':>9}  {'tokens generated':>16}"]
     for label, acc, tok in rows:
-        print(f"{label:<34}{acc:>9.3f}  {'' if tok is None else f'{tok:>16,.0f}'}")
+        lines.append(f"{label:<34}{acc:>9.3f}  {'' if tok is None else f'{tok:>16,.0f}'}")
+    return "\n".join(lines)
+
+
+def main(greedy_path: str, sampled_path: str) -> None:
+    print(table(read(greedy_path), read(sampled_path)))
 
 
 if __name__ == "__main__":

@@ -319,3 +319,19 @@ def test_batched_fit_is_bitwise_scipy_minimize_and_batch_independent():
                          for x in X])
     assert np.array_equal(fit_mixture(X), want)
     assert np.array_equal(np.concatenate([fit_mixture(X[:1]), fit_mixture(X[1:])]), want)
+
+
+def test_aggregate_cuts_texts_at_a_new_turn_and_stop_at_sets_the_markers():
+    import json
+
+    from tests.cli import tts
+
+    rec = {"id": 1, "samples": [{"i": 0, "text": "The answer is 5.\n\nQuestion: next?\nThe answer is 4.",
+                                 "finish": "stop"},
+                                {"i": 1, "text": "The answer is 6.\nStudent: and?\nThe answer is 8.",
+                                 "finish": "stop"}]}
+    line = json.dumps(rec) + "\n"
+    preds = lambda *opts: [s["pred"] for s in tts("aggregate", "-a", "majority", *opts, input=line).records()[0]["samples"]]
+    assert preds() == ["5", "8"]
+    assert preds("--stop-at", "Student:") == ["4", "6"]
+    assert preds("--stop-at", "") == ["4", "8"]

@@ -58,25 +58,82 @@ def test_truncated_share_is_unknown_without_finish_fields():
     assert "cut off" not in tts("eval", "-a", "majority", input=jsonl(bare)).stdout
 
 
-def test_aggregate_truncated_extract_is_the_default_and_ignore_keeps_cut_off_samples_from_voting():
+def test_aggregate_truncated_marked_is_the_default_extract_and_ignore_are_options():
     default = tts("aggregate", "-a", "majority", input=jsonl(RECORDS)).records()
+    marked = tts("aggregate", "-a", "majority", "--truncated", "marked", input=jsonl(RECORDS)).records()
     extract = tts("aggregate", "-a", "majority", "--truncated", "extract", input=jsonl(RECORDS)).records()
     ignore = tts("aggregate", "-a", "majority", "--truncated", "ignore", input=jsonl(RECORDS)).records()
-    assert default == extract
+    assert default == marked
     first = RECORDS[0]["samples"]
-    # extract: cut-off texts answer their last number, and outvote the finished samples
+    # extract (the old default): cut-off texts answer their last number, and outvote the finished samples
     assert [s["pred"] for s in extract[0]["samples"]][2:] == [last_number(CUT)] * 3
     assert extract[0]["aggregates"]["majority"]["answer"] == last_number(CUT)
-    # ignore: no answer for them, the finished samples decide
-    for s, orig in zip(ignore[0]["samples"], first):
-        assert (s["pred"] is None) == (orig["finish"] == "length")
-    assert ignore[0]["aggregates"]["majority"]["answer"] == "101"
-    assert set(ignore[0]["aggregates"]["majority"]["used"]) == {s["i"] for s in first if s["finish"] != "length"}
-    # and `tts eval` on the ignore output scores what aggregate chose
-    r = tts("eval", "--json", input=jsonl(ignore))
-    assert json.loads(r.stdout)["methods"]["majority"]["accuracy"] == 1.0
+    # marked and ignore: these cut-off texts mark no answer, so they have none; the finished samples decide
+    for out in (marked, ignore):
+        for s, orig in zip(out[0]["samples"], first):
+            assert (s["pred"] is None) == (orig["finish"] == "length")
+        assert out[0]["aggregates"]["majority"]["answer"] == "101"
+        assert set(out[0]["aggregates"]["majority"]["used"]) == {s["i"] for s in first if s["finish"] != "length"}
+        # and `tts eval` on the output scores what aggregate chose
+        r = tts("eval", "--json", input=jsonl(out))
+        assert json.loads(r.stdout)["methods"]["majority"]["accuracy"] == 1.0
     r = tts("eval", "--json", input=jsonl(extract))
     assert json.loads(r.stdout)["methods"]["majority"]["accuracy"] == 0.5
+
+
+# A cut-off sample votes under `marked` exactly when its text holds one of the explicit markers;
+# the expected answers are written out by hand.
+MARKED_CASES = [
+    ("Adding them, 3 + 4 = 7. Add the number of", None),           # a stray number: no vote
+    ("So the answer is 7. Then we also", "7"),
+    ("The final answer is $7$. Now let us check: 8", "7"),
+    ("Final Answer: 7\n\nLet me verify 5", "7"),
+    ("He has 7 apples.\n#### 7\nNext 9", "7"),
+    ("Thus \\boxed{7} and then 8", "7"),
+    ("We get \\boxed{7", None),                                    # a box cut off is no marker
+]
+
+
+@pytest.mark.parametrize("text, expected", MARKED_CASES)
+def test_a_cut_off_sample_votes_only_through_an_explicit_marker(text, expected):
+    rec = {"id": 1, "answer": "7", "samples": [{"i": 0, "text": text, "finish": "length", "n_tokens": 9}]}
+    out = tts("aggregate", "-a", "majority", input=jsonl([rec])).records()[0]
+    assert out["samples"][0]["pred"] == expected
+    # the same text, finished, answers as before (through the fallback where it marks nothing)
+    done = {**rec, "samples": [{**rec["samples"][0], "finish": "stop"}]}
+    out = tts("aggregate", "-a", "majority", input=jsonl([done])).records()[0]
+    assert out["samples"][0]["pred"] is not None
+
+
+def test_eval_truncated_rescores_the_recorded_methods():
+    """Records aggregated the old way (`extract`): eval --truncated marked/ignore must score the
+    method rows on the answers it gives, as it scores the single-sample row."""
+    extract = tts("aggregate", "-a", "majority", "-a", "ppl", "--truncated", "extract",
+                  input=jsonl(RECORDS)).records()
+    as_recorded = json.loads(tts("eval", "--json", "--bootstrap", 0, input=jsonl(extract)).stdout)
+    assert as_recorded["methods"]["majority"]["accuracy"] == 0.5
+    # by hand: without the cut-off samples, problem a is 101 by 2 votes to 0 and b is 6 by 2 to 1
+    for mode in ("marked", "ignore"):
+        r = tts("eval", "--json", "--bootstrap", 0, "--truncated", mode, input=jsonl(extract))
+        assert r.code == 0, r.stderr
+        got = json.loads(r.stdout)
+        assert got["methods"]["majority"]["accuracy"] == 1.0
+        assert set(got["methods"]) == {"majority", "ppl"}
+        assert "re-aggregating the recorded methods" in r.stderr
+    # and `extract` on records aggregated the new way reads the cut-off texts again
+    marked = tts("aggregate", "-a", "majority", input=jsonl(RECORDS)).records()
+    r = tts("eval", "--json", "--bootstrap", 0, "--truncated", "extract", input=jsonl(marked))
+    assert json.loads(r.stdout)["methods"]["majority"]["accuracy"] == 0.5
+
+
+@pytest.mark.parametrize("gold", [["7", "8"], ["7"], {"value": 7}])
+def test_eval_refuses_a_gold_answer_that_is_not_one_value(gold):
+    good = {"id": 1, "answer": "7", "samples": [{"i": 0, "text": "The answer is 7.", "finish": "stop"}]}
+    bad = {**good, "id": 2, "answer": gold}
+    r = tts("eval", "-a", "majority", input=jsonl([good, bad]))
+    assert r.code == 2
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("tts: error: <stdin> line 2: ") and "gold `answer`" in line
 
 
 def test_truncated_ignore_overrides_an_existing_pred():

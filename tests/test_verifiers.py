@@ -37,7 +37,8 @@ def test_boxed(text, expected):
     ("last-number", "from -4 to -7.5.", "-7.5"),
     ("last-number", "nothing", None),
     ("last-number", "on 12/25/2023 it rained", "2023"),  # a date is not a fraction
-    ("gsm8k", "#### forty-two", None),
+    ("gsm8k", "#### forty-two", "42"),   # a number in words after the marker
+    ("gsm8k", "#### many", None),
     ("choice", r"so the answer is (C).", "C"),
     ("choice", r"\boxed{\text{(B)}}", "B"),
     ("choice", "Option (A) is wrong, (D) is right", "D"),
@@ -163,3 +164,112 @@ def test_grouping_does_not_depend_on_order(answers, partition):
         ids = group_answers(list(order)).ids
         got = {frozenset(a for a, c in zip(order, ids) if c == cid) for cid in set(ids.tolist())}
         assert got == expected, order
+
+
+# --- a new few-shot turn ends the answer ------------------------------------------------------
+
+@pytest.mark.parametrize("text, expected", [
+    ("The answer is 5.\n\nQuestion: What is 2+2?\nThe answer is 4.", "5"),
+    ("We get 5 apples.\nQ: Tom has 3 pens and buys 9.\nA: 12", "5"),
+    ("\\boxed{5}\n  Problem: Find x.\n\\boxed{7}", "5"),
+    # not at a line start, or the text's first line (a restated question): no cut
+    ("Question: how many? We count 3 and 4, so the answer is 7.", "7"),
+    ("As the question: asks, the answer is 9. So Question: 8 is not it", "9"),
+])
+def test_a_new_turn_cuts_the_text_before_extraction(text, expected):
+    assert extract_answer(text) == expected
+
+
+def test_turn_markers_are_configurable():
+    text = "The answer is 5.\n\nStudent: and 7?\nThe answer is 7."
+    assert extract_answer(text) == "7"
+    assert extract_answer(text, stop=("Student:",)) == "5"
+    assert extract_answer("The answer is 5.\nQuestion: x\nThe answer is 4.", stop=()) == "4"
+
+
+# --- numbers in words -------------------------------------------------------------------------
+
+_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+         "fifteen sixteen seventeen eighteen nineteen").split()
+_TENS_W = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+
+
+def spell(n: int, hyphen: bool = True, with_and: bool = False) -> str:
+    """English words for 0 <= n < 10**12, written independently of verifiers.numbers (which reads
+    words; this writes them), in the styles people use."""
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        return _TENS_W[n // 10] + (("-" if hyphen else " ") + _ONES[n % 10] if n % 10 else "")
+    if n < 1000:
+        rest = n % 100
+        return _ONES[n // 100] + " hundred" + ((" and " if with_and else " ") + spell(rest, hyphen) if rest else "")
+    for value, name in ((10 ** 9, "billion"), (10 ** 6, "million"), (1000, "thousand")):
+        if n >= value:
+            rest = n % value
+            return (spell(n // value, hyphen, with_and) + " " + name
+                    + (" " + spell(rest, hyphen, with_and) if rest else ""))
+    raise AssertionError(n)
+
+
+def test_numbers_written_in_words_are_read():
+    import random
+
+    rng = random.Random(7)
+    numbers = list(range(0, 1001)) + [rng.randrange(1001, 10 ** 12) for _ in range(300)]
+    for n in numbers:
+        words = spell(n, hyphen=n % 2 == 0, with_and=n % 3 == 0)
+        for text in (f"The answer is {words}.", f"So the final answer is {words.capitalize()} apples.",
+                     f"#### {words}"):
+            assert extract_answer(text) == str(n), (text, extract_answer(text))
+        assert equivalent(words, str(n)), words
+    assert extract_answer("The answer is minus three.") == "-3"
+    assert extract_answer(r"So \boxed{\text{twelve}}.") is not None and equivalent(r"\text{twelve}", "12")
+
+
+@pytest.mark.parametrize("text, not_expected", [
+    ("The answer is two thirds of the cake.", "2"),
+    ("The answer is three point five.", "3"),
+    ("The answer is one of the two pens, 4 in all.", "1"),
+    ("The answer is two three.", "2"),
+    ("We had twelve apples and ate 5", "12"),   # prose is not an answer: words only after a marker
+])
+def test_words_that_are_not_a_whole_number_answer(text, not_expected):
+    assert extract_answer(text) != not_expected
+
+
+# --- final equations, and calculations left undone --------------------------------------------
+
+def test_a_final_equation_answers_with_its_right_hand_side():
+    import random
+
+    rng = random.Random(3)
+    for _ in range(40):
+        a, b = rng.randrange(1, 500), rng.randrange(1, 500)
+        for text in (f"So {a} + {b} = {a + b}", f"The answer is {a} + {b} = {a + b}.",
+                     f"\\boxed{{{a} \\times {b} = {a * b}}}"):
+            got = extract_answer(text)
+            value = a * b if "times" in text else a + b
+            assert got == str(value), (text, got)
+    # the votes of one value meet in one class, whatever calculation led to it
+    groups = group_answers(["13 + 16 = 29", "29", "30 - 1 = 29", "2 + 2 = 4", "4", "2+2=5", "5"])
+    assert groups.ids.tolist() == [0, 0, 0, 1, 1, 2, 2]
+    # an equation in a variable is an answer of its own
+    assert normalize_answer("x = 5") == "x = 5" and normalize_answer("y = 2x + 1") == "y = 2x + 1"
+    assert normalize_answer("3 <= 5") == "3 <= 5"
+
+
+def test_a_calculation_left_undone_equals_no_number():
+    import random
+
+    rng = random.Random(5)
+    for _ in range(30):
+        a, b = rng.randrange(1, 100), rng.randrange(1, 100)
+        for op, value in (("+", a + b), ("-", a - b), ("\\times", a * b), ("*", a * b)):
+            calc = f"{a} {op} {b}"
+            assert not equivalent(calc, str(value)), calc
+            assert equivalent(calc, calc.replace(" ", ""))
+    assert not equivalent("24 + 6", "6 + 24")
+    assert extract_answer("The answer is 24 + 6.") == "24 + 6"
+    # values are untouched: fractions, signs, expressions with roots or powers
+    assert equivalent("3/4", "0.75") and equivalent("-5", "-5.0") and equivalent(r"2^{3}", "8")

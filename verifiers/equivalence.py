@@ -16,6 +16,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from verifiers.numbers import spelled_number
+
 # math-verify's time limit (seconds) per parse and per comparison. It relies on SIGALRM, which only
 # works in the main thread; elsewhere the limit is switched off rather than failing.
 TIMEOUT_S = 5
@@ -36,6 +38,14 @@ _PERCENT = re.compile(r"\s*(?:\\%|%)$")
 _NUM = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)")
 _FRAC = re.compile(r"([-+]?)\\[dt]?frac\{([-+]?\d+)\}\{([-+]?\d+)\}")
 _SLASH = re.compile(r"([-+]?\d+)/(\d+)")
+# A variable: a letter that does not belong to a LaTeX command's name (`x`, not the f of `\frac`).
+_VARIABLE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]")
+# `=` between the sides of an equation (not part of `<=`, `>=`, `!=`, `==`).
+_EQUALS = re.compile(r"(?<![<>!=])=(?!=)")
+_RELATION = re.compile(r"[<>!]=|==|\\(?:[lg]eq?|neq|ne)\b")
+# Plain numbers joined by +, -, *, ×, \times, \cdot or \div: a calculation, not its value.
+_PLAIN = r"[-+]?(?:\d+(?:\.\d+)?|\.\d+)"
+_CALCULATION = re.compile(rf"{_PLAIN}(?:\s*(?:[-+*×]|\\times|\\cdot|\\div)\s*{_PLAIN})+")
 
 
 def normalize_answer(s) -> str | None:
@@ -62,7 +72,29 @@ def _normalize(s: str) -> str | None:
     s = _PERCENT.sub("", s)
     if s.startswith("\\$"):
         s = s[2:].strip()
+    s = final_value(s)
+    if s[:1].isalpha():
+        s = spelled_number(s, whole=True) or s
     return s or None
+
+
+def final_value(s: str) -> str:
+    """The right-hand side of a final equation whose other sides are calculations without a
+    variable ("13 + 16 = 29" → "29", "2 + 2 = 4"); an equation with a variable (`x = 5`,
+    `y = 2x + 1`) stays whole, as do inequalities."""
+    if "=" not in s or _RELATION.search(s):
+        return s
+    sides = _EQUALS.split(s)
+    last = sides[-1].strip()
+    if not last or any(_VARIABLE.search(side) for side in sides[:-1]):
+        return s
+    return last
+
+
+def calculation(s: str) -> bool:
+    """Whether the normalised answer is plain numbers joined by arithmetic operators ("24 + 6",
+    "3 \\times 4"): a calculation left undone, which is no number's value (see `equivalent`)."""
+    return _CALCULATION.fullmatch(s) is not None
 
 
 def as_number(s: str) -> Fraction | None:
@@ -146,6 +178,12 @@ def _math_verify(a: str, b: str) -> bool:
 def _equivalent_normalized(a: str, b: str) -> bool:
     if a == b:
         return True
+    ca, cb = calculation(a), calculation(b)
+    if ca or cb:
+        # "24 + 6" is not the answer 30 (nor is "6 + 24"): a model that stops at a calculation
+        # has not answered, and must not be right by accident. The same calculation, spaced
+        # differently, is the same answer.
+        return ca and cb and a.replace(" ", "") == b.replace(" ", "")
     na, nb = as_number(a), as_number(b)
     if na is not None and nb is not None:
         if na == nb:

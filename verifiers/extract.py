@@ -3,7 +3,9 @@
 Each extractor returns the answer (a string) or None; never a sentence. `extract_answer` picks one
 by name; `auto` tries, in the order of how deliberately a model marks its answer: the last
 `\\boxed{}`, GSM8K's `#### N`, the answer after a phrase such as "the answer is" (read by
-math-verify), then the last number.
+math-verify), then the last number. Before any of them, the text is cut where the model starts a
+new few-shot turn (a line opening with "Question:", "Q:" or "Problem:"), as lm-eval-harness's
+stop sequences cut a generation: what follows answers a question nobody asked.
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import threading
 from functools import lru_cache
 from typing import Callable
 
-from verifiers.numbers import NUMBER, last_number, plain_numbers
+from verifiers.equivalence import final_value
+from verifiers.numbers import NUMBER, last_number, plain_numbers, spelled_number
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*")
 _GSM8K = re.compile(r"####\s*([^\n]+)")
@@ -29,8 +32,25 @@ _CHOICE_PATTERNS = [
 _SENTENCE = re.compile(r"[^\n]*?(?=\.\s|\.$|\n|$)")
 # A word: two letters or more, not the name of a LaTeX command ("\\pi", "\\frac").
 _WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")
+# Where a continuation starts a new few-shot turn: these at the start of a line (not the text's
+# first line: a model may restate the question before answering it).
+TURN_MARKERS = ("Question:", "Q:", "Problem:")
 # math-verify's time limit (seconds) for one parse; SIGALRM, so main thread only (as in equivalence).
 PARSE_TIMEOUT_S = 5
+
+
+@lru_cache(maxsize=64)
+def _turn_pattern(markers: tuple[str, ...]) -> re.Pattern:
+    return re.compile(r"\n[ \t]*(?:" + "|".join(re.escape(m) for m in markers) + ")")
+
+
+def cut_at_turn(text: str, markers=TURN_MARKERS) -> str:
+    """`text` up to the first line that opens with one of `markers` (none: the whole text)."""
+    markers = tuple(m for m in (markers or ()) if m)
+    if not markers:
+        return text
+    m = _turn_pattern(markers).search(text)
+    return text[:m.start()] if m else text
 
 
 def _braced(text: str, start: int) -> tuple[str, int] | None:
@@ -73,8 +93,10 @@ def extract_gsm8k(text: str) -> str | None:
     """The number after the last `####`; anything after it on the line (units, or a run-on
     continuation) is not part of the answer, and a line without a number gives None."""
     line = gsm8k_line(text)
-    num = _LEADING_NUMBER.match(plain_numbers(line)) if line else None
-    return num.group(1) if num else None
+    if not line:
+        return None
+    num = _LEADING_NUMBER.match(plain_numbers(line))
+    return num.group(1) if num else spelled_number(line.lstrip("$ "))
 
 
 @lru_cache(maxsize=1)
@@ -129,7 +151,10 @@ def extract_answer_is(text: str) -> str | None:
         end = hits[j + 1].start() if j + 1 < len(hits) else len(text)
         # A formula filling the sentence first: math-verify's plain-text reader wants a number and
         # looks up to 50 characters on, past the sentence ("answer is x^2+1. Then 3" gives 3).
+        # A number in words ("the answer is twelve") before math-verify, which reads no words
+        # and would take a number further on instead.
         got = (_plain_formula(text[hits[j].end():end])
+               or spelled_number(text[hits[j].end():end].lstrip(" :*$"))
                or _math_verify_answer(text[hits[j].start():end]))
         if got:
             return got
@@ -141,13 +166,20 @@ def extract_last_number(text: str) -> str | None:
     return last_number(text)
 
 
-def extract_choice(text: str) -> str | None:
-    """A multiple-choice letter A-E: boxed, after "answer is", or the last "(X)"."""
+def _boxed_choice(text: str) -> str | None:
     boxed = extract_boxed(text)
     if boxed is not None:
         m = re.fullmatch(r"\(?\s*(?:\\text\{)?\s*\(?([A-Ea-e])\)?\s*\}?\s*\)?", boxed)
         if m:
             return m.group(1).upper()
+    return None
+
+
+def extract_choice(text: str) -> str | None:
+    """A multiple-choice letter A-E: boxed, after "answer is", or the last "(X)"."""
+    got = _boxed_choice(text)
+    if got:
+        return got
     for pat in _CHOICE_PATTERNS:
         hits = pat.findall(text)
         if hits:
@@ -155,12 +187,29 @@ def extract_choice(text: str) -> str | None:
     return None
 
 
-def extract_auto(text: str) -> str | None:
-    for fn in (extract_boxed, extract_gsm8k, extract_answer_is, extract_last_number):
+def extract_marked_choice(text: str) -> str | None:
+    """A multiple-choice letter the text marks as its answer: boxed, or after "answer is"."""
+    got = _boxed_choice(text)
+    if got:
+        return got
+    hits = _CHOICE_PATTERNS[0].findall(text)
+    return hits[-1].upper() if hits else None
+
+
+def _first(text: str, rules) -> str | None:
+    for fn in rules:
         got = fn(text)
         if got:
             return got
     return None
+
+
+def extract_auto(text: str) -> str | None:
+    return _first(text, (extract_boxed, extract_gsm8k, extract_answer_is, extract_last_number))
+
+
+def extract_auto_marked(text: str) -> str | None:
+    return _first(text, (extract_boxed, extract_gsm8k, extract_answer_is))
 
 
 EXTRACTORS: dict[str, Callable[[str], str | None]] = {
@@ -171,14 +220,32 @@ EXTRACTORS: dict[str, Callable[[str], str | None]] = {
     "last-number": extract_last_number,
     "choice": extract_choice,
 }
+# Each extraction restricted to an answer the text marks explicitly (`\\boxed{}`, `####`, "the
+# answer is", "Final Answer:"): never the last-number fallback, nor a bare "(X)". A text cut off by
+# the token limit answers only this way (see strategies/aggregators/api.py, `truncated`).
+MARKED: dict[str, Callable[[str], str | None] | None] = {
+    "auto": extract_auto_marked,
+    "boxed": extract_boxed,
+    "gsm8k": extract_gsm8k,
+    "answer-is": extract_answer_is,
+    "last-number": None,
+    "choice": extract_marked_choice,
+}
 
 
-def extract_answer(text: str | None, method: str = "auto") -> str | None:
-    """The final answer in `text` by extraction `method` (see EXTRACTORS), or None."""
+def extract_answer(text: str | None, method: str = "auto", stop=TURN_MARKERS,
+                   marked: bool = False) -> str | None:
+    """The final answer in `text` by extraction `method` (see EXTRACTORS), or None.
+
+    The text is first cut at a new turn (`cut_at_turn` with `stop`; empty: no cut). `marked`: only
+    an answer the text marks explicitly counts (MARKED), as for a text cut off by the token limit.
+    A final equation answers with its right-hand side ("2 + 2 = 4" gives "4"; `final_value`).
+    """
     try:
-        fn = EXTRACTORS[method]
+        fn = (MARKED if marked else EXTRACTORS)[method]
     except KeyError:
         raise ValueError(f"unknown extraction {method!r}; choose from {', '.join(EXTRACTORS)}") from None
-    if not text:
+    if not text or fn is None:
         return None
-    return fn(text)
+    got = fn(cut_at_turn(text, stop))
+    return final_value(got) if got else got

@@ -16,6 +16,7 @@ import numpy as np
 from strategies.aggregators import REGISTRY
 from strategies.aggregators.base import Aggregator, Batch, PoolError, decide
 from verifiers import AnswerGroups, extract_answer, group_answers, normalize_answer
+from verifiers.extract import TURN_MARKERS
 
 from strategies.sample_fields import SAMPLE_SIGNALS as SIGNALS
 from strategies.sample_fields import left_out
@@ -93,7 +94,13 @@ class Pool:
 
 
 # What `truncated` may be: how samples cut off by the token limit (finish == "length") count.
-TRUNCATED = ("extract", "ignore")
+#   marked (default): only through an answer the text marks explicitly (\boxed{}, ####, "the answer
+#     is", "Final Answer:"), never through the last-number fallback: a cut-off text's last number
+#     is wherever generation stopped ("... 7. Add the number of" answers 7).
+#   extract: like any other sample (the fallback included).
+#   ignore: never (no answer, never correct).
+TRUNCATED = ("marked", "extract", "ignore")
+DEFAULT_TRUNCATED = "marked"
 
 
 def cut_off(sample: dict) -> bool:
@@ -101,13 +108,30 @@ def cut_off(sample: dict) -> bool:
     return sample.get("finish") == "length"
 
 
-def _pred(sample: dict, extract: str, truncated: str = "extract"):
-    if truncated == "ignore" and cut_off(sample):
+def _pred(sample: dict, extract: str, truncated: str | None = DEFAULT_TRUNCATED, stop=TURN_MARKERS):
+    """The sample's answer (normalised) or None.
+
+    A sample's own `pred` is kept (pools from other tools keep their answers), except where the
+    `truncated` rule decides for a cut-off sample: `ignore` gives None; `marked` gives None unless
+    the text marks an answer; `extract` reads the text again when the recorded pred is null (a
+    `marked` or `ignore` aggregation wrote that). `truncated=None` means as recorded: each
+    sample's `pred`, and the default rule for samples without one.
+    """
+    text = sample.get("text")
+    recorded = "pred" in sample
+    if not cut_off(sample) or (truncated is None and recorded):
+        if recorded:
+            return normalize_answer(sample["pred"])
+        return normalize_answer(extract_answer(text, extract, stop))
+    rule = truncated or DEFAULT_TRUNCATED
+    if rule == "ignore":
         return None  # never votes, and never counts as correct
-    if "pred" in sample:  # pools from other tools keep their own answers
-        p = sample["pred"]
-        return None if p is None else normalize_answer(p)
-    return normalize_answer(extract_answer(sample.get("text"), extract))
+    if recorded and sample["pred"] is not None and rule == "extract":
+        return normalize_answer(sample["pred"])
+    got = extract_answer(text, extract, stop, marked=rule == "marked")
+    if got is not None and recorded and sample["pred"] is not None:
+        return normalize_answer(sample["pred"])  # marked: the text marks an answer; theirs stands
+    return normalize_answer(got)
 
 
 def answer_of(sample: dict, extract: str = "auto"):
@@ -197,16 +221,19 @@ def prepare(pools: Iterable[Pool], methods: Iterable[Aggregator]) -> None:
 
 
 def build_pool(samples: list, methods: Iterable[Aggregator] = (), extract: str = "auto",
-               position: int | None = None, truncated: str = "extract", include_stopped: bool = False) -> Pool:
+               position: int | None = None, truncated: str | None = DEFAULT_TRUNCATED,
+               include_stopped: bool = False, stop=TURN_MARKERS) -> Pool:
     """A Pool from a record's `samples`; raises PoolError naming what a method lacks.
 
-    truncated: "extract" (samples cut off by the token limit give an answer like any other, e.g.
-    from the last-number fallback) or "ignore" (they have no answer: no vote, not correct).
+    truncated: how samples cut off by the token limit answer (TRUNCATED: "marked", the default,
+    only through an explicit answer marker; "extract" like any other; "ignore" never; None: as
+    recorded in their `pred`). stop: the new-turn markers texts are cut at before extraction.
     Samples a pruner stopped (`finish` in sample_fields.STOPPED) or kept out of the vote
-    (`below_threshold`) are left out unless `include_stopped`; their tokens still count in `n_tokens`. A survivor's `cluster_size` (DeepPrune with
+    (`below_threshold`) are left out unless `include_stopped`; their tokens still count in
+    `n_tokens`. A survivor's `cluster_size` (DeepPrune with
     representatives) becomes its `votes` weight, which majority honours.
     """
-    if truncated not in TRUNCATED:
+    if truncated is not None and truncated not in TRUNCATED:
         raise ValueError(f"truncated={truncated!r}: choose from {', '.join(TRUNCATED)}")
     if not isinstance(samples, list) or not all(isinstance(s, dict) for s in samples):
         e = PoolError("`samples` must be a list of objects")
@@ -219,7 +246,7 @@ def build_pool(samples: list, methods: Iterable[Aggregator] = (), extract: str =
             stopped_tokens = float(sum(s.get("n_tokens") or 0 for s in stopped))
             samples = [s for s in samples if not left_out(s)]
     try:
-        preds = [_pred(s, extract, truncated) for s in samples]
+        preds = [_pred(s, extract, truncated, stop) for s in samples]
         fields = {name: np.array([_signal(s, name) for s in samples], dtype=np.float64) for name in SIGNALS}
     except PoolError as e:
         e.position = position
@@ -278,11 +305,12 @@ def aggregate_pools(pools: list[Pool], methods: list[tuple[str, Aggregator]], jo
 
 def aggregate_records(records: Iterable[dict], methods: list[tuple[str, Aggregator]],
                       extract: str = "auto", chunk: int = 256, jobs: int = 1,
-                      truncated: str = "extract") -> Iterator[dict]:
+                      truncated: str = DEFAULT_TRUNCATED, stop=TURN_MARKERS) -> Iterator[dict]:
     """Yield each record with `pred` on its samples and `aggregates` added, in input order.
 
-    With truncated="ignore", cut-off samples are written with `pred: null` (whatever they had),
-    so that `tts eval` and later re-aggregations see the same choice.
+    Cut-off samples are written with the `pred` the `truncated` rule gave them (null under
+    "ignore", and under "marked" when the text marks no answer), whatever they had, so that
+    `tts eval` and later re-aggregations see the same choice.
 
     Records without `samples` (e.g. an `error` from generate) pass through unchanged. Records are
     aggregated `chunk` at a time so that RPC's fits run batched. A PoolError carries the position
@@ -293,22 +321,23 @@ def aggregate_records(records: Iterable[dict], methods: list[tuple[str, Aggregat
     for rec in records:
         buf.append(rec)
         if len(buf) >= chunk:
-            yield from _aggregate_chunk(buf, start, methods, extract, jobs, truncated)
+            yield from _aggregate_chunk(buf, start, methods, extract, jobs, truncated, stop)
             start += len(buf)
             buf = []
-    yield from _aggregate_chunk(buf, start, methods, extract, jobs, truncated)
+    yield from _aggregate_chunk(buf, start, methods, extract, jobs, truncated, stop)
 
 
-def _aggregate_chunk(records, start, methods, extract, jobs, truncated="extract"):
+def _aggregate_chunk(records, start, methods, extract, jobs, truncated=DEFAULT_TRUNCATED, stop=TURN_MARKERS):
     todo = [(j, r) for j, r in enumerate(records) if "samples" in r]
     for j, r in todo:
         check_signals(r, [m for _, m in methods], start + j)
-    pools = [build_pool(r["samples"], [m for _, m in methods], extract, start + j, truncated) for j, r in todo]
+    pools = [build_pool(r["samples"], [m for _, m in methods], extract, start + j, truncated, stop=stop)
+             for j, r in todo]
     results = aggregate_pools(pools, methods, jobs) if pools else []
     for (j, rec), pool, aggs in zip(todo, pools, results):
         for s, pred in zip(pool.samples, pool.preds):  # stopped samples get no pred
-            if truncated == "ignore" and cut_off(s):
-                s["pred"] = None
+            if cut_off(s):
+                s["pred"] = pred  # the truncated rule decided it
             s.setdefault("pred", pred)
         rec["aggregates"] = {**(rec.get("aggregates") or {}), **aggs}
     yield from records

@@ -9,10 +9,11 @@ import numpy as np
 from strategies.aggregators.api import (
     Pool, aggregate_pools, build_pool, check_signals, parse_methods, prepare, stack,
 )
-from strategies.aggregators.base import TIE_TOL, Aggregator, Batch, decide
+from strategies.aggregators.base import TIE_TOL, Aggregator, Batch, PoolError, decide
 from strategies.evaluation.bootstrap import draw_means, interval, paired
 from strategies.evaluation.metrics import brier, ece, pass_at_k, tie_credit
 from verifiers import equivalent, normalize_gold
+from verifiers.extract import TURN_MARKERS
 
 
 @dataclass
@@ -28,17 +29,25 @@ class Problem:
 
 
 def load_problems(records: Iterable[dict], methods: Iterable[Aggregator] = (),
-                  extract: str = "auto", truncated: str = "extract") -> tuple[list[Problem], dict]:
+                  extract: str = "auto", truncated: str | None = None, stop=TURN_MARKERS
+                  ) -> tuple[list[Problem], dict]:
     """Problems from aggregated (or plain generate) records.
 
     Records without a gold `answer` or without `samples` are skipped and counted in the second
-    value. Samples without `pred` are extracted with `extract`; `truncated="ignore"` gives samples
-    cut off by the token limit no answer (see build_pool). `methods` makes sure the per-sample
-    signals those methods need are present (PoolError otherwise, with `.position` set).
+    value; a gold answer that is a list or an object (not one answer) is a PoolError. Samples
+    without `pred` are extracted with `extract` (texts cut at `stop`). `truncated`: None takes the
+    samples' recorded `pred` (the default rule for samples without one); a rule of TRUNCATED
+    decides cut-off samples afresh (see build_pool). `methods` makes sure the per-sample signals
+    those methods need are present (PoolError otherwise, with `.position` set).
     """
     methods = list(methods)
     problems, skipped = [], {"no_gold": 0, "no_samples": 0}
     for pos, rec in enumerate(records):
+        if isinstance(rec.get("answer"), (list, dict)):
+            kind = "a list" if isinstance(rec["answer"], list) else "an object"
+            e = PoolError(f"gold `answer` is {kind}, not one answer; give each record a single gold answer")
+            e.position = pos
+            raise e
         gold = normalize_gold(rec.get("answer"))
         if not isinstance(rec.get("samples"), list):
             skipped["no_samples"] += 1
@@ -47,7 +56,7 @@ def load_problems(records: Iterable[dict], methods: Iterable[Aggregator] = (),
             skipped["no_gold"] += 1
             continue
         check_signals(rec, methods, pos)
-        pool = build_pool(rec["samples"], methods, extract, pos, truncated)
+        pool = build_pool(rec["samples"], methods, extract, pos, truncated, stop=stop)
         correct = np.array([equivalent(rep, gold) for rep in pool.groups.reps], dtype=bool)
         problems.append(Problem(pool, gold, correct, rec.get("aggregates") or {}))
     return problems, skipped

@@ -52,7 +52,7 @@ def replay_subset(record: dict, idx, tokenizer, controller, batch_size: int, sto
 
 def replay_curve(run, settings, ks: list[int], tokenizer, *, repeats: int = 10, seed: int = 0,
                  batch_size: int | None = None, bootstrap: int = 10000, loaded=None, extract: str = "auto",
-                 truncated: str = "extract") -> dict:
+                 truncated: str | None = None) -> dict:
     """Per K and method of `run.methods`: accuracy mean/std over the repeats, its interval over
     problems, and per K the mean generated tokens (`tokens_mean`), samples started
     (`started_mean`) and the judge's tokens (`judge_tokens_mean`, when it has a model)."""
@@ -106,7 +106,7 @@ def replay_curve(run, settings, ks: list[int], tokenizer, *, repeats: int = 10, 
     return out
 
 
-def _credits(rec: dict, gold: str, methods, extract: str, truncated: str) -> dict:
+def _credits(rec: dict, gold: str, methods, extract: str, truncated: str | None) -> dict:
     """Tie credit per method of the pruned record's survivors (stopped samples do not vote)."""
     pool = build_pool(rec["samples"], [m for _, m in methods], extract, truncated=truncated)
     (entries,) = aggregate_pools([pool], methods)

@@ -55,7 +55,7 @@ def default_label(path: str, records: list[dict]) -> str:
 
 
 def load_run(records: list[dict], label: str, methods=(), extract: str = "auto",
-             truncated: str = "extract") -> Run:
+             truncated: str | None = None) -> Run:
     """A run's scorable records (a gold `answer` and `samples`), their problems and costs.
     Records whose id repeats an earlier one are left out (counted in `skipped`)."""
     kept, scored, ids, seen, dup = [], [], [], set(), 0

@@ -150,7 +150,9 @@ def group_record(record: dict, extract: str = "auto") -> Grouped:
     from verifiers import equivalent, normalize_gold
 
     # every sample, stopped ones included: callers index the answers by sample position
-    pool = build_pool(record.get("samples") or [], extract=extract, include_stopped=True)
+    # and each sample's `pred` as `tts aggregate` wrote it (truncated=None): the report shows the
+    # answers that voted
+    pool = build_pool(record.get("samples") or [], extract=extract, include_stopped=True, truncated=None)
     gold = normalize_gold(record.get("answer"))
     correct = [gold is not None and equivalent(rep, gold) for rep in pool.groups.reps]
     return Grouped(gold, pool.preds, pool.groups.ids, list(pool.groups.reps), correct)

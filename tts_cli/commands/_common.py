@@ -9,15 +9,28 @@ from strategies.jsonl import InputError, iter_objects
 
 EXTRACT_HELP = ("How answers are extracted from sample texts that have no `pred`: auto (boxed, then "
                 "'the answer is', then the last number) | boxed | gsm8k | answer-is | last-number | choice.")
-TRUNCATED_HELP = ("Samples cut off by the token limit (finish: length): extract an answer from them like "
-                  "from any other sample (the default, as before; with the last-number fallback a fragment "
-                  "such as '104 - 3' answers 3), or ignore them (pred null: no vote, never correct). "
+TRUNCATED_HELP = ("Samples cut off by the token limit (finish: length): marked = they answer only through "
+                  "an explicit answer marker (\\boxed{}, ####, 'the answer is', 'Final Answer:'), never through "
+                  "the last-number fallback (the default); extract = like any other sample (the old default: "
+                  "a fragment such as '104 - 3' answers 3); ignore = never (pred null: no vote, never correct). "
                   "`tts eval` reports their share.")
+STOP_HELP = ("Cut each sample text before extraction at a line that opens with this marker, where the model "
+             "starts a new few-shot turn (repeatable; default: Question:, Q:, Problem:; --stop-at '' cuts nothing).")
 
 
 class Truncated(str, Enum):
+    marked = "marked"
     extract = "extract"
     ignore = "ignore"
+
+
+def stop_markers(values):
+    """--stop-at values: None (not given) is the default markers; '' alone cuts nothing."""
+    from verifiers.extract import TURN_MARKERS
+
+    if not values:
+        return TURN_MARKERS
+    return tuple(v for v in values if v)
 
 
 JOBS_HELP = "Worker processes for RPC's mixture fits (0 = one per usable CPU core)."

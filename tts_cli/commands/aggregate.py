@@ -6,8 +6,8 @@ from typing import List, Optional
 import typer
 
 from tts_cli.commands._common import (
-    EXTRACT_HELP, JOBS_HELP, METHODS_HELP, TRUNCATED_HELP, Truncated, checked_extract, default_jobs,
-    methods_or_error, records_with_lines, translate_pool_errors,
+    EXTRACT_HELP, JOBS_HELP, METHODS_HELP, STOP_HELP, TRUNCATED_HELP, Truncated, checked_extract, default_jobs,
+    methods_or_error, records_with_lines, stop_markers, translate_pool_errors,
 )
 
 
@@ -20,7 +20,8 @@ def aggregate(
                                             help="key=value for every chosen method that has the option, "
                                                  "or NAME.key=value (repeatable). Default: none."),
     extract: str = typer.Option("auto", "--extract", help=EXTRACT_HELP),
-    truncated: Truncated = typer.Option(Truncated.extract, "--truncated", help=TRUNCATED_HELP),
+    truncated: Truncated = typer.Option(Truncated.marked, "--truncated", help=TRUNCATED_HELP),
+    stop_at: Optional[List[str]] = typer.Option(None, "--stop-at", help=STOP_HELP),
     jobs: int = typer.Option(0, "--jobs", "-j", min=0, help=JOBS_HELP),
 ) -> None:
     from strategies.aggregators.api import aggregate_records
@@ -30,7 +31,7 @@ def aggregate(
     records, lines = records_with_lines(input)
     with JsonlWriter(output) as out, translate_pool_errors(input, lines):
         for rec in aggregate_records(records, methods, checked_extract(extract), jobs=default_jobs(jobs),
-                                     truncated=truncated.value):
+                                     truncated=truncated.value, stop=stop_markers(stop_at)):
             out.write(rec)
 
 

@@ -27,7 +27,9 @@ def compare(
                                   help="Bootstrap draws over problems for the 95% intervals (0 = none)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap draws."),
     extract: str = typer.Option("auto", "--extract", help=EXTRACT_HELP),
-    truncated: Truncated = typer.Option(Truncated.extract, "--truncated", help="As in `tts aggregate`: " + TRUNCATED_HELP),
+    truncated: Optional[Truncated] = typer.Option(None, "--truncated",
+                                                  help="Default: as the records were aggregated (each sample's `pred`). "
+                                                       "Given: as in `tts aggregate`: " + TRUNCATED_HELP),
 ) -> None:
     """Paired comparison of two runs on their common problems: accuracy of each, B − A with a paired
     bootstrap interval, an exact sign test (McNemar's for 0/1 credits), mean cost per problem of
@@ -37,7 +39,7 @@ def compare(
     from tts_cli.commands._runs import load_runs
 
     methods = methods_or_error([method], opt or [])
-    runs, dropped = load_runs([a, b], label, methods, checked_extract(extract), truncated.value)
+    runs, dropped = load_runs([a, b], label, methods, checked_extract(extract), truncated.value if truncated else None)
     try:
         # --opt asks for those options: aggregate afresh rather than read what was recorded
         res = run_compare(runs[0], runs[1], method, fresh=methods[0][1] if opt else None, bootstrap=bootstrap,

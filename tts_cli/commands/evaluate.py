@@ -8,8 +8,8 @@ from typing import List, Optional
 import typer
 
 from tts_cli.commands._common import (
-    EXTRACT_HELP, JOBS_HELP, TRUNCATED_HELP, Truncated, checked_extract, default_jobs, methods_or_error,
-    records_with_lines, translate_pool_errors,
+    EXTRACT_HELP, JOBS_HELP, STOP_HELP, TRUNCATED_HELP, Truncated, checked_extract, default_jobs,
+    methods_or_error, records_with_lines, stop_markers, translate_pool_errors,
 )
 from tts_cli.commands._common import (  # checks made before any work
     checked_plot_path, counting_ids, curve_size_warnings, duplicate_ids_warning,
@@ -69,9 +69,12 @@ def evaluate(
                                                     "`aggregates` (as in `tts aggregate`). Default: the recorded ones."),
     opt: Optional[List[str]] = typer.Option(None, "--opt", help="Method options for -a, as in `tts aggregate`. Default: none."),
     extract: str = typer.Option("auto", "--extract", help=EXTRACT_HELP),
-    truncated: Truncated = typer.Option(Truncated.extract, "--truncated",
-                                        help="As in `tts aggregate` (applies to samples with a `pred` too): "
-                                             + TRUNCATED_HELP),
+    truncated: Optional[Truncated] = typer.Option(
+        None, "--truncated",
+        help="Default: as the records were aggregated (each sample's `pred`; marked for samples without one). "
+             "Given, it decides every cut-off sample afresh and re-aggregates the recorded methods with their "
+             "options, so that every row scores the same answers. " + TRUNCATED_HELP),
+    stop_at: Optional[List[str]] = typer.Option(None, "--stop-at", help=STOP_HELP),
     jobs: int = typer.Option(0, "--jobs", "-j", min=0, help=JOBS_HELP),
     x: Optional[CostAxis] = typer.Option(None, "--x",
                                          help="Cost axis of the runs' curves: samples, tokens (generated, stopped "
@@ -90,6 +93,7 @@ def evaluate(
     """Score aggregated records against gold answers; --curve for accuracy vs K (RPC's protocol)."""
     inputs = input or ["-"]
     input = inputs[0]
+    from strategies.aggregators.api import prepare
     from strategies.evaluation import curve as run_curve, default_ks, load_problems, summarize
     from strategies.evaluation.report import curve_table, summary_table
     from strategies.jsonl import dumps
@@ -102,14 +106,15 @@ def evaluate(
         from tts_cli.commands._runs import evaluate_runs
 
         return evaluate_runs(inputs, label, (x or CostAxis.tokens).value, ks, repeats, seed, bootstrap, plot,
-                             methods, checked_extract(extract), truncated.value, default_jobs(jobs), as_json,
-                             replay or [])
+                             methods, checked_extract(extract), truncated.value if truncated else None,
+                             default_jobs(jobs), as_json, replay or [])
     records, lines = records_with_lines(input)
     ids: dict = {}
     records = counting_ids(records, ids)
     with translate_pool_errors(input, lines):
         problems, skipped = load_problems(records, [m for _, m in methods or []], checked_extract(extract),
-                                           truncated=truncated.value)
+                                           truncated=truncated.value if truncated else None,
+                                           stop=stop_markers(stop_at))
     for reason, count in skipped.items():
         if count:
             print(f"tts: warning: skipped {count} record(s): {reason.replace('_', ' ')}", file=sys.stderr)
@@ -118,6 +123,15 @@ def evaluate(
     if not problems:
         raise InputError("no record has both `samples` and a gold `answer`")
     jobs = default_jobs(jobs)
+    if truncated and not methods and problems:
+        # The recorded aggregates voted with the answers of their own run: rescore them on the
+        # answers --truncated gives, as the single-sample row and the oracle are.
+        methods = _curve_methods(problems, None) or None
+        if methods:
+            with translate_pool_errors(input, lines):
+                prepare([p.pool for p in problems], [m for _, m in methods])
+            print(f"tts: note: --truncated {truncated.value}: re-aggregating the recorded methods "
+                  f"({', '.join(lab for lab, _ in methods)}) on the answers it gives", file=sys.stderr)
     result = summarize(problems, methods, ks=ks, jobs=jobs, bootstrap=bootstrap, seed=seed)
     if not result["methods"] and not methods:
         print("tts: warning: no recorded `aggregates` common to all records; run `tts aggregate` or pass -a",
