@@ -61,6 +61,7 @@ def stdout_to_stderr() -> Iterator[None]:
 
 def import_vllm():
     """Import vLLM with its logs on stderr (its default is stdout), or say what to install."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is a local directory: never the hub
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     try:

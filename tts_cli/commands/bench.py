@@ -48,6 +48,7 @@ def bench(
     import orjson
 
     from strategies.benchmark import bench_soft, bench_softcot, bench_vs_hf, bench_vs_vllm
+    from tts_cli.commands._common import check_engine_model
     from tts_cli.commands.generate import check_backend
     from strategies.models import ModelNotFound, load
 
@@ -55,7 +56,8 @@ def bench(
         raise InputError(f"--against {against!r}: expected hf or vllm")
     if against == "vllm" and mode is not BenchMode.discrete:
         raise InputError("--against vllm times discrete decoding (vLLM has no soft or softcot mode)")
-    engine_args = check_backend("vllm", engine_arg, "discrete", compile=compile, prune=None) if against == "vllm" else {}
+    check_engine_model("--against vllm", model) if against == "vllm" else None
+    engine_args = check_backend("vllm", engine_arg, "discrete", compile=compile, prune=None, model=model) if against == "vllm" else {}
     if engine_arg and against != "vllm":
         raise InputError("--engine-arg applies to --against vllm")
     try:

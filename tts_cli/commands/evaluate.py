@@ -7,8 +7,8 @@ from typing import List, Optional
 import typer
 
 from tts_cli.commands._common import (
-    EXTRACT_HELP, JOBS_HELP, TRUNCATED_HELP, Truncated, checked_extract, default_jobs, methods_or_error,
-    records_with_lines, translate_pool_errors,
+    EXTRACT_HELP, JOBS_HELP, TRUNCATED_HELP, Truncated, checked_extract, checked_samples, default_jobs,
+    methods_or_error, records_with_lines, translate_pool_errors,
 )
 from tts_cli.commands._common import (  # checks made before any work
     checked_plot_path, counting_ids, curve_size_warnings, duplicate_ids_warning,
@@ -73,8 +73,9 @@ def evaluate(
     methods = methods_or_error(method, opt or []) if method else None
     ks = parse_ks(curve)
     if plot:
-        checked_plot_path(plot)
+        checked_plot_path(plot, inputs=[input])
     records, lines = records_with_lines(input)
+    records = checked_samples(records, lines, input)
     ids: dict = {}
     records = counting_ids(records, ids)
     with translate_pool_errors(input, lines):

@@ -109,8 +109,8 @@ def generate(
                                      "(chat template applied) to stderr and exit; loads only the tokenizer."),
     limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Only the first N records, counted after --shard and --resume "
                                         "have dropped theirs."),
-    repetition_penalty: float = typer.Option(1.0, "--repetition-penalty", min=0.0, rich_help_panel=PENALTIES,
-                                             help="vLLM's: logits of tokens in the prompt or output divided by p if positive, "
+    repetition_penalty: float = typer.Option(1.0, "--repetition-penalty", rich_help_panel=PENALTIES,
+                                             help="vLLM's, p > 0: logits of tokens in the prompt or output divided by p if positive, "
                                              "multiplied by p if not (1 = off)."),
     presence_penalty: float = typer.Option(0.0, "--presence-penalty", rich_help_panel=PENALTIES,
                                            help="vLLM's: subtract p from the logits of every token already in the output (0 = off)."),
@@ -181,11 +181,15 @@ def generate(
     from strategies.penalties import Penalties
     from strategies import resume as resuming
     from tts_cli import advice, progress
-    from strategies.jsonl import JsonlWriter, existing_ids, id_key, read_records
+    from strategies.jsonl import JsonlWriter, check_input, claim_output, existing_ids, id_key, read_records, unique_ids
+    from tts_cli.commands._common import check_max_new_tokens, check_mode_options
     from strategies.models import ModelNotFound, load, load_meta, load_tokenizer
 
     shard_spec = parse_shard(shard)
-    engine_args = check_backend(backend, engine_arg, mode.value, compile=compile, prune=prune)
+    claim_output(output, inputs=[input])  # not the input, writable, not being written by another tts
+    check_input(input, id_field)  # readable, ids unique: before any model work
+    check_mode_options(mode.value, noise=noise.value, soft_budget=soft_budget, projection=projection)
+    engine_args = check_backend(backend, engine_arg, mode.value, compile=compile, prune=prune, model=model)
     prune_settings = None
     if prune is not None:
         prune_settings = P.settings(prune, judge=judge, prefix=prefix, reasoning_words=reasoning_words, k1=k1,
@@ -220,7 +224,7 @@ def generate(
                            system=system, top_logprobs=top_logprobs, backend=backend, engine_args=engine_args,
                            penalties=Penalties(repetition_penalty, presence_penalty, frequency_penalty))
     if repetition_penalty <= 0:
-        raise InputError("--repetition-penalty must be > 0 (1 = off)")
+        raise InputError(f"--repetition-penalty {repetition_penalty:g}: must be > 0 (1 = off)")
     if system is not None and raw:
         raise InputError("--system goes through the chat template; it cannot be used with --raw")
     opts.trace = trace or top_logprobs > 0
@@ -236,7 +240,7 @@ def generate(
         nonlocal skipped
         ordinal = -1
         kept = 0
-        for rec in read_records(input):
+        for rec in unique_ids(read_records(input), id_field, input):
             ordinal += 1
             if shard_spec and ordinal % shard_spec[1] != shard_spec[0]:
                 continue
@@ -258,6 +262,7 @@ def generate(
         loaded = load(model, device, dtype) if backend == "native" else load_meta(model, device, dtype)
     except ModelNotFound as e:
         raise InputError(str(e)) from None
+    check_max_new_tokens(loaded.config, max_new_tokens)  # before decoding, not a silent cut
     if softcot_setup is not None:
         from tts_cli.softcot_setup import softcot_generator
 
@@ -304,9 +309,10 @@ def parse_engine_args(items: list[str] | None) -> dict:
     return out
 
 
-def check_backend(backend: str, engine_arg, mode: str, *, compile: bool, prune) -> dict:
+def check_backend(backend: str, engine_arg, mode: str, *, compile: bool, prune, model: str | None = None) -> dict:
     """Every --backend check that needs no model, so bad combinations fail first, in one line."""
     from strategies.runner import BACKENDS
+    from tts_cli.commands._common import check_engine_model
 
     if backend not in BACKENDS:
         raise InputError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
@@ -315,6 +321,7 @@ def check_backend(backend: str, engine_arg, mode: str, *, compile: bool, prune) 
         if args:
             raise InputError("--engine-arg applies to --backend vllm or ray; the native sampler has its own options")
         return args
+    check_engine_model(f"--backend {backend}", model)
     if mode != "discrete":
         raise InputError(f"--mode {mode} needs --backend native: vLLM decodes token ids, and no public vLLM route "
                          "feeds mixed embeddings during decoding")

@@ -20,7 +20,7 @@ def prune(
     seed: Optional[int] = typer.Option(None, "--seed", help="DeepPrune's clustering seed [default: the run's --seed]."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1,
                                              help="Slots of the replayed scheduler [default: the run's batch size]."),
-    model: Optional[str] = typer.Option(None, "--model", help="Model whose tokenizer decodes the traces "
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model whose tokenizer decodes the traces "
                                         "(and the llm judge's default) [default: the run's model]."),
     judge: str = P.JUDGE, prefix: str = P.PREFIX, reasoning_words: Optional[str] = P.REASONING_WORDS,
     k1: int = P.K1, tau: float = P.TAU, max_clusters: int = P.MAX_CLUSTERS, k2: int = P.K2,
@@ -31,8 +31,9 @@ def prune(
     """Cut each sample of a stored run back to where `tts generate --prune METHOD` would have stopped it
     (same decisions for the same samples, seed and options) and report the tokens saved; or, with
     --judge-auroc, rate the DeepPrune judges on the run. See docs/pruning.md."""
-    from strategies.jsonl import JsonlWriter, iter_objects
+    from strategies.jsonl import JsonlWriter, claim_output, iter_objects
 
+    claim_output(output, inputs=[input])
     if judge_auroc == (method is not None):
         raise InputError("give exactly one of --method deepprune|deepconf and --judge-auroc")
     records = [obj for _, obj in iter_objects(input)]
