@@ -104,10 +104,10 @@ def check_output(path: str | None, inputs=(), option: str = "-o") -> None:
     if os.path.isdir(path):
         raise InputError(f"{option} {path}: is a directory; give a file name")
     folder = os.path.dirname(os.path.abspath(path))
-    above = folder
-    while not os.path.exists(above) and os.path.dirname(above) != above:
+    above = os.path.dirname(path) or "."  # as the user wrote it, for the message
+    while not os.path.exists(above) and os.path.dirname(above) not in ("", above):
         above = os.path.dirname(above)
-    if not os.path.isdir(above):
+    if os.path.exists(above) and not os.path.isdir(above):
         raise InputError(f"{option} {path}: {above} is a file, not a folder")
     try:
         os.makedirs(folder, exist_ok=True)

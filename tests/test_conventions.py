@@ -203,3 +203,15 @@ def test_bracketed_defaults_in_help_texts_survive_the_renderer():
         declared = next(p for p in COMMANDS["generate"].params if opt in p.opts).help
         bracket = re.search(r"\[default: [^\]]*\]", declared.replace("\\[", "[")).group(0)
         assert bracket in rows[opt]
+
+
+# --- the bad-input table of docs/format.md ---------------------------------------------------------
+
+def test_bad_input_table_in_the_docs_is_what_the_commands_print():
+    from tests.bad_inputs import CASES, doc_table, run_cases, table
+
+    results = run_cases()
+    for argv, _, what, code, first, r in results:  # every case is a refusal in the house style
+        assert code == 2 and len(r.stderr.strip().splitlines()) == 1 and first.startswith("tts: error: "), (argv, r.stderr)
+    assert len(results) == len(CASES)
+    assert doc_table() == table(results), "docs/format.md is stale: regenerate it with `python -m tests.bad_inputs`"

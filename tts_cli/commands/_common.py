@@ -156,6 +156,14 @@ def check_mode_options(mode: str, *, noise: str, soft_budget: int, projection: s
         raise InputError(f"--projection applies to --mode softcot (this run is --mode {mode})")
 
 
+_JSON_TYPES = {"dict": "an object", "list": "a list", "str": "a string", "int": "a number", "float": "a number",
+               "bool": "a boolean", "NoneType": "null"}
+
+
+def _json_type(value) -> str:
+    return _JSON_TYPES.get(type(value).__name__, type(value).__name__)
+
+
 def checked_samples(records, lines: list[int], path: str | None):
     """Pass records through, refusing (naming the line) `samples` that is not a list of objects, or a
     sample whose `text` is not a string: a hand-edited or foreign file, caught before it reaches
@@ -166,12 +174,12 @@ def checked_samples(records, lines: list[int], path: str | None):
         samples = rec.get("samples")
         if samples is not None:
             if not isinstance(samples, list):
-                raise InputError(f"{where}: `samples` is {type(samples).__name__}, not a list")
+                raise InputError(f"{where}: `samples` is {_json_type(samples)}, not a list")
             for j, s in enumerate(samples):
                 if not isinstance(s, dict):
-                    raise InputError(f"{where}: sample {j} is {type(s).__name__}, not an object")
+                    raise InputError(f"{where}: sample {j} is {_json_type(s)}, not an object")
                 if "text" in s and s["text"] is not None and not isinstance(s["text"], str):
-                    raise InputError(f"{where}: sample {s.get('i', j)}: `text` is {type(s['text']).__name__}, "
+                    raise InputError(f"{where}: sample {s.get('i', j)}: `text` is {_json_type(s['text'])}, "
                                      "not a string")
         yield rec
 
