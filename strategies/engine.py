@@ -198,6 +198,9 @@ class Engine(Backend):
         if self.controller is not None:
             for r, why in self.controller.step([r for r in active if r.finish is None]):
                 r.finish = why
+        if self.progress is not None and hasattr(self.progress, "samples_finished"):
+            # all of a run's records may decode in one batch: samples show movement before records do
+            self.progress.samples_finished(sum(r.finish is not None for r in active))
 
     def _finish_reason(self, r: Row) -> str | None:
         if r.forced:

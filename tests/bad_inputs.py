@@ -1,6 +1,7 @@
 """The bad-input table of docs/format.md ("Command-line conventions"), produced by running each case.
 
-    PYTHONPATH=. python -m tests.bad_inputs     # prints the table (markdown)
+    PYTHONPATH=. python -m tests.bad_inputs           # prints the table (markdown)
+    PYTHONPATH=. python -m tests.bad_inputs --write   # puts it into docs/format.md
 
 Each case is a mistake a user makes, run through the real command line (in-process, as the tests
 do) in a scratch folder of small fixture files; the table lists the command line, what is wrong,
@@ -83,7 +84,7 @@ CASES = [
     ("soft-mode option in discrete mode", ["generate", "in.jsonl", "--noise", "gumbel", *TINY], None),
     ("soft-mode option in discrete mode", ["generate", "in.jsonl", "--soft-budget", "64", *TINY], None),
     ("softcot option in discrete mode", ["generate", "in.jsonl", "--projection", "p.safetensors", *TINY], None),
-    ("report option without --html", ["show", "run.jsonl", "--wrong-only"], None),
+    ("--wrong-only, but no record is wrong", ["show", "run.jsonl", "--wrong-only"], None),
     ("terminal option with --html", ["show", "run.jsonl", "--html", "r.html", "--sample", "0"], None),
     ("GSM8K answer without ####", ["data", "gsm8k", "gsm8k-no-hashes.jsonl"], None),
     ("no gold answer", ["data", "mawps", "mawps-no-target.jsonl"], None),
@@ -152,5 +153,16 @@ def doc_table() -> str:
     return text.split(BEGIN + "\n", 1)[1].split(END, 1)[0]
 
 
+def write_doc() -> None:
+    """Replace the table in docs/format.md with a freshly run one."""
+    text = open(DOC, encoding="utf-8").read()
+    head, rest = text.split(BEGIN + "\n", 1)
+    with open(DOC, "w", encoding="utf-8") as fh:
+        fh.write(head + BEGIN + "\n" + table() + END + rest.split(END, 1)[1])
+
+
 if __name__ == "__main__":
-    sys.stdout.write(table())
+    if sys.argv[1:] == ["--write"]:
+        write_doc()
+    else:
+        sys.stdout.write(table())

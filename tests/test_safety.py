@@ -96,6 +96,18 @@ def test_output_directory_or_under_a_file_is_one_line_before_model_work(tmp_path
     assert os.listdir(tmp_path / "d") == []
 
 
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere: permissions cannot be tested")
+@pytest.mark.parametrize("argv", [["generate", "{in}", "-o", "{out}", *TINY], ["aggregate", "{in}", "-a", "majority", "-o", "{out}"]])
+def test_unwritable_output_is_one_line_before_model_work(tmp_path, prompts, argv, no_model):
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert "cannot write" in one_line(tts(*(a.format(**{"in": prompts, "out": locked / "o.jsonl"}) for a in argv)))
+    finally:
+        locked.chmod(0o700)
+
+
 def test_softcot_train_checks_its_output_before_training(tmp_path, no_model):
     data = tmp_path / "train.jsonl"
     data.write_text(jsonl({"question": "1 + 1?", "answer": "2\n#### 2"}))
@@ -312,7 +324,7 @@ def test_mode_options_in_their_mode_are_accepted():
     assert r.code == 0, r.stderr
 
 
-@pytest.mark.parametrize("argv,names", [(["--wrong-only"], "--wrong-only"), (["--html", "{r}", "--sample", "0"], "--sample")])
+@pytest.mark.parametrize("argv,names", [(["--html", "{r}", "--sample", "0"], "--sample")])
 def test_show_options_of_the_other_view_are_refused(tmp_path, argv, names):
     run = tmp_path / "run.jsonl"
     run.write_text(jsonl(RUN))

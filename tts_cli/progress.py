@@ -3,7 +3,9 @@
 On a terminal: a tqdm bar over records (with a total and an ETA when the input is a file) showing
 tokens/s. Elsewhere (a batch job's log): a start line, a plain progress line at most every
 TTS_PROGRESS_SECONDS (30) seconds, and a summary line — no carriage returns in the log.
-The engine calls `update(tokens)` once per step; the command calls `record_done()` per record.
+The engine calls `update(tokens)` and `samples_finished(count)` once per step; the command calls
+`record_done()` per record. Records finish only when all their samples have, and a whole run may
+decode as one batch, so the finished samples (of records x samples) show that it moves.
 """
 from __future__ import annotations
 
@@ -49,11 +51,15 @@ class Progress:
         self.interval = float(os.environ.get("TTS_PROGRESS_SECONDS", 30)) if interval is None else interval
         self.records = 0
         self.tokens = 0
+        self.samples = 0
+        self.samples_total = None
         self.start = self.last = time.monotonic()
         self.bar = None
         self._redrawn = 0.0
 
     def begin(self, **fields) -> "Progress":
+        if self.total is not None and isinstance(fields.get("samples"), int):
+            self.samples_total = self.total * fields["samples"]
         if self.quiet:
             return self
         if self.terminal:
@@ -78,9 +84,17 @@ class Progress:
         now = time.monotonic()
         if self.bar is not None and now - self._redrawn > 0.5:
             self._redrawn = now
-            self.bar.set_postfix_str(f"{self.rate():.1f} tok/s", refresh=False)
+            self.bar.set_postfix_str(f"{self._samples()} samples, {self.tokens} tok, {self.rate():.1f} tok/s",
+                                     refresh=False)
             self.bar.refresh()
         self._maybe_line(now)
+
+    def _samples(self) -> str:
+        return f"{self.samples}/{self.samples_total}" if self.samples_total is not None else str(self.samples)
+
+    def samples_finished(self, count: int) -> None:
+        """`count` samples finished in the last step."""
+        self.samples += count
 
     def record_done(self) -> None:
         self.records += 1
@@ -97,7 +111,8 @@ class Progress:
         if self.total is not None and self.records:
             left = max(self.total - self.records, 0) * (now - self.start) / self.records
             eta = f", ETA {_duration(left)}"
-        self._line(f"tts: {done} records, {self.tokens} tokens, {self.rate():.1f} tok/s{eta}")
+        self._line(f"tts: {done} records, {self.tokens} tokens, {self.rate():.1f} tok/s, "
+                   f"{self._samples()} samples finished{eta}")
 
     def end(self, finished: bool = True) -> None:
         if self.bar is not None:

@@ -321,7 +321,8 @@ def check_backend(backend: str, engine_arg, mode: str, *, compile: bool, prune, 
         if args:
             raise InputError("--engine-arg applies to --backend vllm or ray; the native sampler has its own options")
         return args
-    check_engine_model(f"--backend {backend}", model)
+    if backend in ("vllm", "ray"):  # engines that load the model directory themselves
+        check_engine_model(f"--backend {backend}", model)
     if mode != "discrete":
         raise InputError(f"--mode {mode} needs --backend native: vLLM decodes token ids, and no public vLLM route "
                          "feeds mixed embeddings during decoding")
