@@ -89,14 +89,8 @@ def _why(e: OSError) -> str:
     return e.strerror or str(e)
 
 
-def check_output(path: str | None, inputs=(), option: str = "-o") -> None:
-    """Refuse, in one line and before anything is opened for writing, an output path that is one
-    of the inputs (writing would empty it), a directory, under a file, or not writable.
-
-    Missing folders are created (as every writer did). Nothing at `path` is changed: an existing
-    file is opened without truncation and a file created by the probe is removed again."""
-    if _stdio(path):
-        return
+def _check_path(path: str, inputs, option: str) -> None:
+    """The checks that need no write: not an input, not a directory, its folder can exist."""
     for inp in inputs:
         if not _stdio(inp) and same_file(path, inp):
             raise InputError(f"{option} {path}: that is the input file, and writing would erase it; "
@@ -113,11 +107,27 @@ def check_output(path: str | None, inputs=(), option: str = "-o") -> None:
         os.makedirs(folder, exist_ok=True)
     except OSError as e:
         raise InputError(f"{option} {path}: cannot create the folder {folder}: {_why(e)}") from None
-    existed = os.path.exists(path)
+
+
+def _open_for_writing(path: str, option: str) -> int:
+    """A write descriptor on `path`, created if missing, never truncated."""
     try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o666))
+        return os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)
     except OSError as e:
         raise InputError(f"{option} {path}: cannot write there: {_why(e)}") from None
+
+
+def check_output(path: str | None, inputs=(), option: str = "-o") -> None:
+    """Refuse, in one line and before anything is opened for writing, an output path that is one
+    of the inputs (writing would empty it), a directory, under a file, or not writable.
+
+    Missing folders are created (as every writer did). Nothing at `path` is changed: an existing
+    file is opened without truncation and a file created by the probe is removed again."""
+    if _stdio(path):
+        return
+    _check_path(path, inputs, option)
+    existed = os.path.lexists(path)
+    os.close(_open_for_writing(path, option))
     if not existed:
         os.unlink(path)
 
@@ -170,13 +180,14 @@ def claim_output(path: str | None, inputs=(), option: str = "-o") -> None:
     key = os.path.realpath(path)
     if key in _LOCKS:
         return
-    check_output(path, inputs, option)
+    _check_path(path, inputs, option)  # no probe file: another process may be creating this one now
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX: no locking
+        check_output(path, inputs, option)
         return
-    created = not os.path.exists(path)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)
+    created = not os.path.lexists(path)
+    fd = _open_for_writing(path, option)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
