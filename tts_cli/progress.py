@@ -53,6 +53,7 @@ class Progress:
         self.tokens = 0
         self.samples = 0
         self.samples_total = None
+        self.counts_samples = False  # set by the first report: engines that do not report show no count
         self.start = self.last = time.monotonic()
         self.bar = None
         self._redrawn = 0.0
@@ -84,8 +85,8 @@ class Progress:
         now = time.monotonic()
         if self.bar is not None and now - self._redrawn > 0.5:
             self._redrawn = now
-            self.bar.set_postfix_str(f"{self._samples()} samples, {self.tokens} tok, {self.rate():.1f} tok/s",
-                                     refresh=False)
+            samples = f"{self._samples()} samples, " if self.counts_samples else ""
+            self.bar.set_postfix_str(f"{samples}{self.tokens} tok, {self.rate():.1f} tok/s", refresh=False)
             self.bar.refresh()
         self._maybe_line(now)
 
@@ -94,6 +95,7 @@ class Progress:
 
     def samples_finished(self, count: int) -> None:
         """`count` samples finished in the last step."""
+        self.counts_samples = True
         self.samples += count
 
     def record_done(self) -> None:
@@ -111,8 +113,8 @@ class Progress:
         if self.total is not None and self.records:
             left = max(self.total - self.records, 0) * (now - self.start) / self.records
             eta = f", ETA {_duration(left)}"
-        self._line(f"tts: {done} records, {self.tokens} tokens, {self.rate():.1f} tok/s, "
-                   f"{self._samples()} samples finished{eta}")
+        samples = f", {self._samples()} samples finished" if self.counts_samples else ""
+        self._line(f"tts: {done} records, {self.tokens} tokens, {self.rate():.1f} tok/s{samples}{eta}")
 
     def end(self, finished: bool = True) -> None:
         if self.bar is not None:
