@@ -56,8 +56,9 @@ def bench(
         raise InputError(f"--against {against!r}: expected hf or vllm")
     if against == "vllm" and mode is not BenchMode.discrete:
         raise InputError("--against vllm times discrete decoding (vLLM has no soft or softcot mode)")
-    check_engine_model("--against vllm", model) if against == "vllm" else None
-    engine_args = check_backend("vllm", engine_arg, "discrete", compile=compile, prune=None, model=model) if against == "vllm" else {}
+    if against == "vllm":  # vLLM loads a model directory itself: never a tiny in-memory model
+        check_engine_model("--against vllm", model)
+    engine_args = check_backend("vllm", engine_arg, "discrete", compile=compile, prune=None) if against == "vllm" else {}
     if engine_arg and against != "vllm":
         raise InputError("--engine-arg applies to --against vllm")
     try:
