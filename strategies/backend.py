@@ -33,6 +33,7 @@ class Capabilities:
     inject: bool = True                    # prefill from given input embeddings (Request.inject)
     compile: bool = True                   # torch.compile of the decode step (--compile)
     engine_args: bool = False              # takes the engine's own settings (--engine-arg)
+    model_dir: bool = False                # loads the weights from the model's directory itself
     # the backend's own words for what it lacks, keyed by the field above ("modes", "stop_rows",
     # ...): the command line refuses with them before any model loads
     why_not: dict[str, str] = field(default_factory=dict)

@@ -7,9 +7,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
-from strategies.jsonl import InputError, iter_objects
+from strategies.jsonl import InputError, read_records
 
 BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
@@ -65,13 +65,37 @@ def apply_template(question: str, template: str) -> str:
         raise InputError(f"unknown template {template!r}; choose from {', '.join(TEMPLATES)}") from None
 
 
+def gold_problem(kind: str, fmt: Format, obj: dict) -> str | None:
+    """Why this record's gold answer cannot be trusted, or None. A wrong gold silently scores every
+    run against the wrong answer, so each of these is a bad line, never a guess: a missing or
+    null answer, a list or object (which entry?), a GSM8K rationale without its `#### N` line,
+    a MATH solution (no `answer`) without a `\\boxed{}`."""
+    field = fmt.answer
+    gold = obj.get(fmt.answer)
+    if gold is None and fmt.fallback_answer and obj.get(fmt.fallback_answer) is not None:
+        field, gold = fmt.fallback_answer, obj[fmt.fallback_answer]
+        if isinstance(gold, str) and "\\boxed" not in gold and "\\fbox" not in gold:
+            return f"no `{fmt.answer}`, and the `{field}` has no \\boxed{{}} to take the gold answer from"
+    if gold is None:
+        return f"no `{fmt.answer}` (the gold answer)"
+    if isinstance(gold, (list, dict)):
+        return f"`{field}` is a {'list' if isinstance(gold, list) else 'JSON object'}; a gold answer is one string or number"
+    if kind == "gsm8k" and (not isinstance(gold, str) or "####" not in gold):
+        return f"`{field}` has no '#### N' line (GSM8K's gold answer follows ####)"
+    if isinstance(gold, str) and not gold.strip():
+        return f"`{field}` is empty"
+    return None
+
+
 def convert(kind: str, path: str, template: str = "boxed", limit: int | None = None,
             question_field: str = "question", answer_field: str = "answer",
-            id_field: str | None = "id") -> Iterator[dict]:
+            id_field: str | None = "id", on_bad: Callable[[str], None] | None = None) -> Iterator[dict]:
     """Yield prompt records {id, prompt, answer, ...metadata} from a benchmark file.
 
     `kind` is one of FORMATS or `jsonl` (generic: the *_field arguments name the fields). The gold
-    answer is normalised as `tts eval` compares it (GSM8K's `#### 18` -> `18`).
+    answer is normalised as `tts eval` compares it (GSM8K's `#### 18` -> `18`). A bad line (not
+    JSON, no question, an untrustworthy gold answer: gold_problem) raises InputError naming it; with
+    `on_bad`, that function gets the same message and the line is left out.
     """
     from verifiers import normalize_gold
 
@@ -83,12 +107,22 @@ def convert(kind: str, path: str, template: str = "boxed", limit: int | None = N
         raise InputError(f"unknown dataset {kind!r}; choose from {', '.join([*FORMATS, 'jsonl'])}")
     apply_template("", template)  # reject an unknown template before reading anything
     name = "<stdin>" if path in (None, "-") else path
-    for n, (line, obj) in enumerate(iter_objects(path), start=1):
+    for n, rec in enumerate(read_records(path), start=1):
         if limit is not None and n > limit:
             return
-        question = obj.get(fmt.question)
-        if not isinstance(question, str) or not question.strip():
-            raise InputError(f"{name} line {line}: no `{fmt.question}` text (the question)")
+        line, obj = rec.line, rec.data
+        question = obj.get(fmt.question) if obj is not None else None
+        why = (rec.error if obj is None
+               else f"{name} line {line}: no `{fmt.question}` text (the question)"
+               if not isinstance(question, str) or not question.strip()
+               else None)
+        if why is None and gold_problem(kind, fmt, obj):
+            why = f"{name} line {line}: {gold_problem(kind, fmt, obj)}"
+        if why is not None:
+            if on_bad is None:
+                raise InputError(why)
+            on_bad(why)
+            continue
         gold = obj.get(fmt.answer)
         if gold is None and fmt.fallback_answer:
             gold = obj.get(fmt.fallback_answer)

@@ -209,7 +209,7 @@ class RayBackend(Backend):
     @classmethod
     def capabilities(cls) -> Capabilities:
         return Capabilities(modes=("discrete",), signals=dict(SIGNAL_LABELS), stop_rows=False, inject=False,
-                            compile=False, engine_args=True, why_not={
+                            compile=False, engine_args=True, model_dir=True, why_not={
                                 **VLLM_LACKS, "stop_rows": "Ray Data's vLLM stage runs each trace to its end "
                                                           "(use --backend native or vllm)"})
 

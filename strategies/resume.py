@@ -46,7 +46,7 @@ def check(path: str, new_run: dict) -> None:
             try:
                 run = orjson.loads(raw).get("run")
             except (orjson.JSONDecodeError, AttributeError):
-                continue  # a torn last line (existing_ids drops it) or not ours: nothing to compare
+                continue  # the torn last line existing_ids cuts off (it refused any other bad line)
             if not isinstance(run, dict):
                 raise InputError(f"--resume: {path} line {lineno} has no 'run' object (not written by tts generate?); "
                                  "use --force to append anyway")

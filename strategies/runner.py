@@ -67,10 +67,13 @@ def backend_class(name: str):
 
 
 def check_backend(name: str, mode: str, *, compile: bool = False, prune: bool = False,
-                  engine_args: dict | None = None) -> None:
+                  engine_args: dict | None = None, model: str | None = None, option: str | None = None) -> None:
     """Refuse, in the backend's own words and before any model loads, what it cannot run: its
-    capabilities are asked, not listed here. `prune`: a controller will stop rows mid-flight."""
+    capabilities are asked, not listed here. `prune`: a controller will stop rows mid-flight.
+    `model`: refused where the backend loads a model directory itself and this model has none;
+    `option`: how the command line named the backend (default `--backend NAME`)."""
     from strategies.backend import BackendUnavailable, refusal
+    from strategies.models import ModelNotFound, resolve
 
     if name not in BACKENDS:
         raise InputError(f"--backend {name!r}: expected one of {', '.join(BACKENDS)}")
@@ -81,6 +84,16 @@ def check_backend(name: str, mode: str, *, compile: bool = False, prune: bool = 
                   others=others)
     if why:
         raise InputError(why)
+    if caps.model_dir and model is not None:
+        # a tiny random model lives in memory only: the engine would look for it on a model hub
+        try:
+            kind, _ = resolve(model)
+        except ModelNotFound as e:
+            raise InputError(str(e)) from None
+        if kind == "tiny":
+            raise InputError(f"{option or '--backend ' + name} -m {model}: tiny random models live in memory only, "
+                             "and this engine loads a model directory (a local Hugging Face directory, a .gguf "
+                             "alias or a hub id in the local cache)")
     try:
         cls.check_installed()
     except BackendUnavailable as e:

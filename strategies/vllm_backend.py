@@ -73,6 +73,7 @@ def require_vllm(backend: str) -> None:
 
 def import_vllm():
     """Import vLLM with its logs on stderr (its default is stdout), or say what to install."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is a local directory: never the hub
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     try:
@@ -249,7 +250,7 @@ class VLLMBackend(Backend):
     @classmethod
     def capabilities(cls) -> Capabilities:
         return Capabilities(modes=("discrete",), signals=dict(SIGNAL_LABELS), stop_rows=True, inject=False,
-                            compile=False, engine_args=True, why_not=VLLM_LACKS)
+                            compile=False, engine_args=True, model_dir=True, why_not=VLLM_LACKS)
 
     @classmethod
     def check_installed(cls) -> None:

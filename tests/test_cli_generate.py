@@ -62,7 +62,7 @@ def test_same_seed_same_bytes_and_batch_size_does_not_matter():
 
 @pytest.mark.parametrize("bad,message", [
     ("{not json", "line 2"),
-    ('{"id": 1}', "neither 'prompt' nor 'messages'"),
+    ('{"id": 7}', "neither 'prompt' nor 'messages'"),  # 1 would be line 1's id (its line number)
     ('{"prompt": "   "}', "empty prompt"),
     ('{"prompt": "' + "x" * 600 + '"}', "longer than the model's context"),
     ("[1, 2]", "expected a JSON object"),

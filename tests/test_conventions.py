@@ -203,3 +203,27 @@ def test_bracketed_defaults_in_help_texts_survive_the_renderer():
         declared = next(p for p in COMMANDS["generate"].params if opt in p.opts).help
         bracket = re.search(r"\[default: [^\]]*\]", declared.replace("\\[", "[")).group(0)
         assert bracket in rows[opt]
+
+
+# --- the bad-input table of docs/format.md ---------------------------------------------------------
+
+def test_bad_input_table_in_the_docs_is_what_the_commands_print():
+    from tests.bad_inputs import CASES, doc_table, run_cases, table
+
+    results = run_cases()
+    for argv, _, what, code, first, r in results:  # every case is a refusal in the house style
+        assert code == 2 and len(r.stderr.strip().splitlines()) == 1 and first.startswith("tts: error: "), (argv, r.stderr)
+    assert len(results) == len(CASES)
+    assert doc_table() == table(results), "docs/format.md is stale: regenerate it with `python -m tests.bad_inputs`"
+
+
+def test_progress_counts_samples_while_records_decode_together(tmp_path, monkeypatch):
+    """4 records x 3 samples decode in one batch: the log shows samples finishing, up to 12/12."""
+    monkeypatch.setenv("TTS_PROGRESS_SECONDS", "0")
+    inp = tmp_path / "in.jsonl"
+    inp.write_text(lines(*({"id": i, "prompt": f"p{i}"} for i in range(4))))
+    r = tts("generate", inp, "-n", "3", "--batch-size", "12", "-m", "tiny-random", "--max-new-tokens", "6")
+    assert r.code == 0, r.stderr
+    counts = [int(c) for c in re.findall(r"(\d+)/12 samples", r.stderr)]
+    assert counts and counts[-1] == 12 and counts == sorted(counts)
+    assert sum(len(rec["samples"]) for rec in r.records()) == 12

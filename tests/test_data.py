@@ -82,3 +82,42 @@ def test_shared_benchmark_files(kind, name, count, first_id, first_answer):
     assert all(r["prompt"].endswith(BOXED_INSTRUCTION) and r["answer"] for r in out)
     if first_answer is not None:
         assert out[0]["answer"] == first_answer
+
+
+# --- gold answers that would have to be guessed are bad lines ---------------------------------------
+
+@pytest.mark.parametrize("kind,row,field", [
+    ("mawps", {"input": "Q?"}, "target"),                                    # missing: was null
+    ("mawps", {"input": "Q?", "target": None}, "target"),
+    ("mawps", {"input": "Q?", "target": [18, 19]}, "target"),                # list: was its first entry
+    ("jsonl", {"question": "Q?", "answer": {"value": 3}}, "answer"),
+    ("gsm8k", {"question": "Q?", "answer": "3 + 15 = 18"}, "answer"),        # no ####: was the whole rationale
+    ("gsm8k", {"question": "Q?", "answer": 18}, "answer"),
+    ("math", {"problem": "P?", "solution": "so it is 4."}, "solution"),     # no \boxed{}: was the whole solution
+])
+def test_untrustworthy_gold_is_a_bad_line_naming_it(tmp_path, kind, row, field):
+    good = {"mawps": {"input": "G?", "target": 5}, "jsonl": {"question": "G?", "answer": "5"},
+            "gsm8k": {"question": "G?", "answer": "so\n#### 5"}, "math": {"problem": "G?", "answer": "5"}}[kind]
+    path = write(tmp_path, [good, row, good])
+    with pytest.raises(InputError, match=rf"line 2: .*`{field}`"):
+        list(convert(kind, path))
+    from tests.cli import tts
+
+    r = tts("data", kind, path)
+    assert r.code == 2 and len(r.stderr.strip().splitlines()) == 1 and "line 2" in r.stderr
+    assert len(r.records()) == 1  # the line before it was written: records stream
+    r = tts("data", kind, path, "--on-error", "skip")
+    assert r.code == 0, r.stderr
+    assert [rec["id"] for rec in r.records()] == [1, 3] and [rec["answer"] for rec in r.records()] == ["5", "5"]
+    assert "line 2" in r.stderr and "skip" in r.stderr
+
+
+def test_on_error_skip_keeps_going_past_malformed_lines(tmp_path):
+    from tests.cli import tts
+
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"question": "A?", "answer": "#### 1"}\nnot json\n{"answer": "#### 2"}\n'
+                    '{"question": "C?", "answer": "#### 3"}\n')
+    r = tts("data", "gsm8k", path, "--on-error", "skip")
+    assert r.code == 0 and [rec["answer"] for rec in r.records()] == ["1", "3"]
+    assert "line 2" in r.stderr and "line 3" in r.stderr

@@ -107,7 +107,7 @@ def test_cli_penalties_recorded_and_applied(tiny):
     plain = tts("generate", "--model", "tiny-random", "--max-new-tokens", "4", "--quiet", input=inp).records()
     assert not any(k.endswith("_penalty") for k in plain[0]["run"])  # off: not recorded
     bad = tts("generate", "--model", "tiny-random", "--repetition-penalty", "0", input=inp)
-    assert bad.code == 2 and "--repetition-penalty must be > 0" in bad.stderr
+    assert bad.code == 2 and "--repetition-penalty 0: must be > 0" in bad.stderr
 
 
 def test_cli_top_logprobs_against_teacher_forcing(tiny):

@@ -23,7 +23,13 @@ import typer
 from typer.core import TyperGroup
 
 from strategies import __version__
-from strategies.jsonl import InputError, JsonlWriter
+from strategies.jsonl import InputError, JsonlWriter, release_outputs
+
+# No command contacts a model hub: models are aliases, local directories, .gguf files or hub ids
+# already in the local cache. Set before transformers, huggingface_hub or vLLM is imported (they
+# read it then), so a name that is none of these fails at once instead of retrying the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 try:  # typer >= 0.2x carries its own copy of click; older versions use click itself
     from typer._click import exceptions as _cx
@@ -43,8 +49,10 @@ def _option_names(param) -> str:
 
 
 def _given_value(param, args: list[str]) -> str | None:
-    """The text the user gave for `param` (for the error line), found in the command line."""
-    for j, arg in enumerate(args):
+    """The text the user gave for `param` (for the error line), found in the command line: the
+    last occurrence, as a repeated option's last value is the one click checks and keeps."""
+    for j in range(len(args) - 1, -1, -1):
+        arg = args[j]
         for opt in getattr(param, "opts", []):
             if arg == opt and j + 1 < len(args):
                 return args[j + 1]
@@ -161,6 +169,8 @@ class _Tts(TyperGroup):
         except (_ABORT, EOFError):
             print("tts: aborted", file=sys.stderr)
             sys.exit(1)
+        finally:
+            release_outputs()  # locks on -o files end with the command (tests run many in one process)
         sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -54,6 +54,28 @@ def aggregate_is_wrong(record: dict, label: str | None) -> bool | None:
     return not equivalent(entry.get("answer"), gold)
 
 
+def tie_size(entry: dict) -> int:
+    """How many answers share the winner's score in an `aggregates` entry (1: a clear winner).
+
+    `answer` is the first of them, so a tie must be shown: the others won as much. Scores are
+    written rounded to 4 decimals, so equal at that precision is a tie."""
+    scores = entry.get("scores") if isinstance(entry, dict) else None
+    if not isinstance(scores, dict) or not scores:
+        return 1
+    values = [v for v in scores.values() if isinstance(v, (int, float))]
+    if not values:
+        return 1
+    top = max(values)
+    return sum(abs(v - top) <= 5e-5 for v in values)
+
+
+def confidence_text(entry: dict) -> str:
+    """The winner's confidence to 4 significant digits, and "N-way tie" when N answers share it."""
+    ties = tie_size(entry)
+    conf = _fmt(entry.get("confidence")) if isinstance(entry, dict) else _fmt(None)
+    return conf + (f" ({ties}-way tie)" if ties > 1 else "")
+
+
 @dataclass
 class Selection:
     records: list
@@ -211,7 +233,7 @@ def _record_view(rec: dict, tokenizer, color: str, window: int, extract: str, sp
     for label, entry in (rec.get("aggregates") or {}).items():
         entry = entry if isinstance(entry, dict) else {}
         ans = entry.get("answer")
-        aggs.append((label, ans, _fmt(entry.get("confidence")),
+        aggs.append((label, ans, confidence_text(entry),
                      None if gold is None else bool(equivalent(ans, gold))))
     notes = []
     samples = rec.get("samples")

@@ -114,10 +114,12 @@ def translate_pool_errors(path: str, lines: list[int]):
 
 # --- checks `tts eval` makes before computing anything -----------------------------------------
 
-def checked_plot_path(path: str) -> str:
+def checked_plot_path(path: str, option: str = "--plot", inputs=()) -> str:
     """--plot PATH: a format matplotlib writes (from the extension) and an existing folder (made
     here, as -o does), checked before the curve is computed rather than failing after it."""
     import matplotlib
+
+    from strategies.jsonl import check_output
 
     matplotlib.use("Agg")  # files only: no display needed
     from matplotlib.backend_bases import FigureCanvasBase
@@ -126,15 +128,63 @@ def checked_plot_path(path: str) -> str:
     ext = os.path.splitext(path)[1].lstrip(".").lower()
     if ext not in kinds:
         what = f"unknown format .{ext}" if ext else "no extension to tell the format"
-        raise InputError(f"--plot {path}: {what}; use one of {', '.join('.' + k for k in sorted(kinds))}")
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"--plot {path}: cannot create the folder {folder}: {e.strerror}") from None
-    if not os.access(folder, os.W_OK):
-        raise InputError(f"--plot {path}: the folder {folder} is not writable")
+        raise InputError(f"{option} {path}: {what}; use one of {', '.join('.' + k for k in sorted(kinds))}")
+    check_output(path, inputs, option)  # not a directory, not an input, writable (folders are made)
     return path
+
+
+# --- checks made before any work, for every command --------------------------------------------
+
+def check_max_new_tokens(config, max_new_tokens: int) -> None:
+    """--max-new-tokens that no prompt could reach within the model's context is refused before
+    decoding (the sampler would silently stop every sample at the context instead)."""
+    from strategies.cache import max_positions
+
+    limit = max_positions(config)
+    if max_new_tokens + 1 > limit:
+        raise InputError(f"--max-new-tokens {max_new_tokens}: must be < {limit}, the model's context "
+                         "(prompt and generated tokens together)")
+
+
+def check_mode_options(mode: str, *, noise: str, soft_budget: int, projection: str | None) -> None:
+    """Options that would do nothing in the chosen --mode are refused, not silently dropped."""
+    from strategies.generators.params import SoftParams
+
+    if mode != "soft":
+        if noise != "none":
+            raise InputError(f"--noise {noise} applies to --mode soft (this run is --mode {mode})")
+        if soft_budget != SoftParams.soft_budget:
+            raise InputError(f"--soft-budget {soft_budget} applies to --mode soft (this run is --mode {mode})")
+    if mode != "softcot" and projection is not None:
+        raise InputError(f"--projection applies to --mode softcot (this run is --mode {mode})")
+
+
+_JSON_TYPES = {"dict": "an object", "list": "a list", "str": "a string", "int": "a number", "float": "a number",
+               "bool": "a boolean", "NoneType": "null"}
+
+
+def _json_type(value) -> str:
+    return _JSON_TYPES.get(type(value).__name__, type(value).__name__)
+
+
+def checked_samples(records, lines: list[int], path: str | None):
+    """Pass records through, refusing (naming the line) `samples` that is not a list of objects, or a
+    sample whose `text` is not a string: a hand-edited or foreign file, caught before it reaches
+    the answer extractors as a traceback."""
+    name = "<stdin>" if path in (None, "-") else path
+    for k, rec in enumerate(records):
+        where = f"{name} line {lines[k] if k < len(lines) else '?'}"
+        samples = rec.get("samples")
+        if samples is not None:
+            if not isinstance(samples, list):
+                raise InputError(f"{where}: `samples` is {_json_type(samples)}, not a list")
+            for j, s in enumerate(samples):
+                if not isinstance(s, dict):
+                    raise InputError(f"{where}: sample {j} is {_json_type(s)}, not an object")
+                if "text" in s and s["text"] is not None and not isinstance(s["text"], str):
+                    raise InputError(f"{where}: sample {s.get('i', j)}: `text` is {_json_type(s['text'])}, "
+                                     "not a string")
+        yield rec
 
 
 def counting_ids(records, counts: dict):

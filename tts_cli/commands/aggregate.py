@@ -6,8 +6,8 @@ from typing import List, Optional
 import typer
 
 from tts_cli.commands._common import (
-    EXTRACT_HELP, JOBS_HELP, METHODS_HELP, STOP_HELP, TRUNCATED_HELP, Truncated, checked_extract, default_jobs,
-    methods_or_error, records_with_lines, stop_markers, translate_pool_errors,
+    EXTRACT_HELP, JOBS_HELP, METHODS_HELP, STOP_HELP, TRUNCATED_HELP, Truncated, checked_extract, checked_samples,
+    default_jobs, methods_or_error, records_with_lines, stop_markers, translate_pool_errors,
 )
 
 
@@ -25,10 +25,12 @@ def aggregate(
     jobs: int = typer.Option(0, "--jobs", "-j", min=0, help=JOBS_HELP),
 ) -> None:
     from strategies.aggregators.api import aggregate_records
-    from strategies.jsonl import JsonlWriter
+    from strategies.jsonl import JsonlWriter, claim_output
 
+    claim_output(output, inputs=[input])
     methods = methods_or_error(method, opt or [])
     records, lines = records_with_lines(input)
+    records = checked_samples(records, lines, input)
     with JsonlWriter(output) as out, translate_pool_errors(input, lines):
         for rec in aggregate_records(records, methods, checked_extract(extract), jobs=default_jobs(jobs),
                                      truncated=truncated.value, stop=stop_markers(stop_at)):

@@ -61,7 +61,8 @@ def bench(
         raise InputError("--against vllm times discrete decoding (vLLM has no soft or softcot mode)")
     engine_args = parse_engine_args(engine_arg)
     if against == "vllm":
-        check_backend("vllm", "discrete", compile=compile, engine_args=engine_args)
+        check_backend("vllm", "discrete", compile=compile, engine_args=engine_args, model=model,
+                      option="--against vllm")
     if engine_arg and against != "vllm":
         raise InputError("--engine-arg applies to --against vllm")
     benchmark.log = lambda message: print(f"tts: bench: {message}", file=sys.stderr, flush=True)

@@ -23,14 +23,31 @@ def data(
     question_field: str = typer.Option("question", "--question-field", help="jsonl: field holding the question."),
     answer_field: str = typer.Option("answer", "--answer-field", help="jsonl: field holding the gold answer."),
     id_field: str = typer.Option("id", "--id-field", help="jsonl: field holding the id (missing: the 1-based index)."),
+    on_error: str = typer.Option("fail", "--on-error",
+                                 help="A bad line (not JSON, no question, a missing, list-valued or unmarked gold answer): "
+                                      "fail: stop with an error naming it; skip: leave it out with a warning and go on."),
 ) -> None:
     """Turn a benchmark file into prompt JSONL: id, prompt (question in a template), gold answer."""
+    import sys
+
     from strategies.datasets import convert
-    from strategies.jsonl import JsonlWriter
+    from strategies.jsonl import InputError, JsonlWriter, claim_output
+
+    if on_error not in ("fail", "skip"):
+        raise InputError(f"--on-error {on_error!r}: choose fail or skip")
+    claim_output(output, inputs=[file])
+    skipped = []
+
+    def skip(why: str) -> None:
+        skipped.append(why)
+        print(f"tts: warning: {why} (skipped)", file=sys.stderr)
 
     with JsonlWriter(output) as out:
-        for rec in convert(dataset.value, file, template, limit, question_field, answer_field, id_field):
+        for rec in convert(dataset.value, file, template, limit, question_field, answer_field, id_field,
+                           on_bad=skip if on_error == "skip" else None):
             out.write(rec)
+    if skipped:
+        print(f"tts: warning: {len(skipped)} bad line(s) left out", file=sys.stderr)
 
 
 data.__doc__ += (

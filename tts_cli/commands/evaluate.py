@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from tts_cli.commands._common import (
-    EXTRACT_HELP, JOBS_HELP, STOP_HELP, TRUNCATED_HELP, Truncated, checked_extract, default_jobs,
+    EXTRACT_HELP, JOBS_HELP, STOP_HELP, TRUNCATED_HELP, Truncated, checked_extract, checked_samples, default_jobs,
     methods_or_error, records_with_lines, stop_markers, translate_pool_errors,
 )
 from tts_cli.commands._common import (  # checks made before any work
@@ -101,7 +101,7 @@ def evaluate(
     methods = methods_or_error(method, opt or []) if method else None
     ks = parse_ks(curve)
     if plot:
-        checked_plot_path(plot)
+        checked_plot_path(plot, inputs=inputs)
     if len(inputs) > 1 or x is not None or label or replay:
         from tts_cli.commands._runs import evaluate_runs
 
@@ -109,6 +109,7 @@ def evaluate(
                              methods, checked_extract(extract), truncated.value if truncated else None,
                              default_jobs(jobs), as_json, replay or [])
     records, lines = records_with_lines(input)
+    records = checked_samples(records, lines, input)
     ids: dict = {}
     records = counting_ids(records, ids)
     with translate_pool_errors(input, lines):

@@ -107,8 +107,8 @@ def generate(
                                      "(chat template applied) to stderr and exit; loads only the tokenizer."),
     limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Only the first N records, counted after --shard and --resume "
                                         "have dropped theirs."),
-    repetition_penalty: float = typer.Option(1.0, "--repetition-penalty", min=0.0, rich_help_panel=PENALTIES,
-                                             help="vLLM's: logits of tokens in the prompt or output divided by p if positive, "
+    repetition_penalty: float = typer.Option(1.0, "--repetition-penalty", rich_help_panel=PENALTIES,
+                                             help="vLLM's, p > 0: logits of tokens in the prompt or output divided by p if positive, "
                                              "multiplied by p if not (1 = off)."),
     presence_penalty: float = typer.Option(0.0, "--presence-penalty", rich_help_panel=PENALTIES,
                                            help="vLLM's: subtract p from the logits of every token already in the output (0 = off)."),
@@ -186,13 +186,18 @@ def generate(
     from strategies.penalties import Penalties
     from strategies import resume as resuming
     from tts_cli import advice, progress
-    from strategies.jsonl import JsonlWriter, Selection, count_lines, existing_ids, read_records
+    from strategies.jsonl import (JsonlWriter, Selection, check_input, claim_output, count_lines, existing_ids,
+                                  read_records, unique_ids)
+    from tts_cli.commands._common import check_max_new_tokens, check_mode_options
     from strategies.models import ModelNotFound, load, load_meta, load_tokenizer
 
     shard_spec = Selection.parse_shard(shard)
+    claim_output(output, inputs=[input])  # not the input, writable, not being written by another tts
+    check_input(input, id_field)  # readable, ids unique: before any model work
+    check_mode_options(mode.value, noise=noise.value, soft_budget=soft_budget, projection=projection)
     engine_args = parse_engine_args(engine_arg)
     check_backend(backend, mode.value, compile=compile, prune=prune is not None or adaptive is not None,
-                  engine_args=engine_args)
+                  engine_args=engine_args, model=model)
     prune_settings = None
     if adaptive is not None:
         if prune not in (None, "adaptive") or "rule" in (pruner_options or {}):
@@ -213,7 +218,7 @@ def generate(
                            system=system, top_logprobs=top_logprobs, backend=backend, engine_args=engine_args,
                            penalties=Penalties(repetition_penalty, presence_penalty, frequency_penalty))
     if repetition_penalty <= 0:
-        raise InputError("--repetition-penalty must be > 0 (1 = off)")
+        raise InputError(f"--repetition-penalty {repetition_penalty:g}: must be > 0 (1 = off)")
     if system is not None and raw:
         raise InputError("--system goes through the chat template; it cannot be used with --raw")
     opts.trace = trace or top_logprobs > 0
@@ -224,7 +229,7 @@ def generate(
     # order: --shard picks its records, --resume drops those already written, --limit counts the rest
     selection = Selection(shard_spec, existing_ids(output, id_field) if resume and not show_prompt else set(),
                           limit, id_field)
-    selected = selection(read_records(input))
+    selected = selection(unique_ids(read_records(input), id_field, input))
 
     if show_prompt:
         show_first_prompt(selected, model, opts, load_tokenizer)
@@ -234,6 +239,7 @@ def generate(
         loaded = load(model, device, dtype) if backend == "native" else load_meta(model, device, dtype)
     except ModelNotFound as e:
         raise InputError(str(e)) from None
+    check_max_new_tokens(loaded.config, max_new_tokens)  # before decoding, not a silent cut
     generator = prepared.bind(loaded, load, device, dtype)
     # vLLM schedules its own batch (its max_num_seqs); the field records what was asked
     opts.batch_size = batch_size or (default_batch_size(loaded.model, max_new_tokens) if loaded.model is not None else 256)

@@ -18,13 +18,17 @@ plot_app = typer.Typer(
 TRACE_SIGNALS = ("confidence", "entropy", "self_certainty", "logprob")
 
 
-def _checked_output(path: Optional[str]) -> None:
+def _checked_output(path: Optional[str], input: str) -> None:
+    """-o: an image format matplotlib writes, a writable path that is not the input."""
     import os
+
+    from tts_cli.commands._common import checked_plot_path
 
     if path:
         folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
+        if not os.path.exists(folder):
             raise InputError(f"-o {path}: no such folder {folder}")
+        checked_plot_path(path, "-o", inputs=[input])
 
 
 @plot_app.command("signals")
@@ -40,13 +44,14 @@ def signals(
     over correct vs incorrect samples, with each signal's AUROC for telling them apart (a higher
     signal predicts correct; ties count half; null when one side is empty)."""
     from strategies.inspection.signals import SIGNALS, labelled_signals, signal_aurocs
-    from tts_cli.commands._common import records_with_lines, translate_pool_errors
+    from tts_cli.commands._common import checked_samples, records_with_lines, translate_pool_errors
     from strategies.jsonl import dumps
 
     if not output and not as_json:
         raise InputError("nothing to do: give -o FILE for the figure and/or --json for the AUROCs")
-    _checked_output(output)
+    _checked_output(output, input)
     records, lines = records_with_lines(input)
+    records = checked_samples(records, lines, input)
     with translate_pool_errors(input, lines):
         table = labelled_signals(records, window=window, extract=checked_extract(extract))
     for reason, count in table.skipped.items():
@@ -96,7 +101,7 @@ def trace(
     if signal not in TRACE_SIGNALS:
         raise InputError(f"--signal {signal!r}: choose from {', '.join(TRACE_SIGNALS)}")
     extract = checked_extract(extract)
-    _checked_output(output)
+    _checked_output(output, input)
     record = next((obj for _, obj in iter_objects(input) if id is None or str(obj.get("id")) == id), None)
     if record is None:
         raise InputError(f"no record with id {id!r} in {input}" if id is not None else f"no record in {input}")

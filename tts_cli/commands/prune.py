@@ -21,15 +21,16 @@ def prune(
     seed: Optional[int] = typer.Option(None, "--seed", help="DeepPrune's clustering seed [default: the run's --seed]."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1,
                                              help="Slots of the replayed scheduler [default: the run's batch size]."),
-    model: Optional[str] = typer.Option(None, "--model", help="Model whose tokenizer decodes the traces "
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model whose tokenizer decodes the traces "
                                         "(and the llm judge's default) [default: the run's model]."),
     pruner_options: Optional[dict] = None,
 ) -> None:
     """Cut each sample of a stored run back to where `tts generate --prune METHOD` would have stopped it
     (same decisions for the same samples, seed and options) and report the tokens saved; or, with
     --judge-auroc, rate the DeepPrune judges on the run. See docs/pruning.md."""
-    from strategies.jsonl import JsonlWriter, iter_objects
+    from strategies.jsonl import JsonlWriter, claim_output, iter_objects
 
+    claim_output(output, inputs=[input])
     if judge_auroc == (method is not None):
         raise InputError("give exactly one of --method deepprune|deepconf|adaptive and --judge-auroc")
     given = dict(pruner_options or {})
@@ -41,10 +42,11 @@ def prune(
         all_settings = [P.settings("deepprune", {**given, "judge": j}, run_seed) for j in judges or [""]]
     else:
         all_settings = [P.settings(method, given, run_seed)]
-        most = max((len(r["samples"]) for r in records if isinstance(r.get("samples"), list)), default=0)
-        P.warn_no_pruning(all_settings[0], most, "--method deepconf on records of at most")
     tokenizer, loaded = _model(model or run.get("model"), need_model=any(
         getattr(s, "judge", None) == "llm" and not s.judge_model for s in all_settings))
+    if not judge_auroc:  # once every error is ruled out: a warning, not a line before an error
+        most = max((len(r["samples"]) for r in records if isinstance(r.get("samples"), list)), default=0)
+        P.warn_no_pruning(all_settings[0], most, "--method deepconf on records of at most")
     with JsonlWriter(output) as out:
         if judge_auroc:
             from strategies.pruners.auroc import judge_report, pairs_of

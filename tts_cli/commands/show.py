@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from tts_cli.commands._common import EXTRACT_HELP, checked_extract
+from tts_cli.commands._common import EXTRACT_HELP, checked_extract, checked_samples
 from strategies.jsonl import InputError
 
 RED, YELLOW, DIM, BOLD, RESET = "\x1b[31m", "\x1b[33m", "\x1b[2m", "\x1b[1m", "\x1b[0m"
@@ -69,7 +69,8 @@ def write_html(file: str, out: str, ids, limit: int, wrong_only: bool, aggregate
     import os
 
     from strategies.inspection.html import COLORS, render_report, select_records
-    from strategies.jsonl import iter_objects
+    from strategies.jsonl import check_output
+    from tts_cli.commands._common import records_with_lines
 
     if color not in COLORS:
         raise InputError(f"--color {color!r}: with --html choose from {', '.join(COLORS)}")
@@ -77,7 +78,9 @@ def write_html(file: str, out: str, ids, limit: int, wrong_only: bool, aggregate
     folder = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(folder):
         raise InputError(f"--html {out}: no such folder {folder}")
-    sel = select_records((obj for _, obj in iter_objects(file)), ids, limit, wrong_only, aggregate)
+    check_output(out, inputs=[file], option="--html")  # never the JSONL it reads, not a directory
+    records, lines = records_with_lines(file)
+    sel = select_records(checked_samples(records, lines, file), ids, limit, wrong_only, aggregate)
     notes = []
     if wrong_only and sel.undecidable:
         notes.append(f"--wrong-only: {sel.undecidable} record(s) have no gold answer or no "
@@ -123,7 +126,7 @@ def show(
                                        help="Write a self-contained HTML trace report here instead of printing."),
     limit: int = typer.Option(20, "--limit", min=0, help="With --html: at most this many records (0 = all)."),
     wrong_only: bool = typer.Option(False, "--wrong-only",
-                                    help="With --html: only records whose --aggregate answer is wrong."),
+                                    help="Only records whose --aggregate answer is wrong (in the terminal: the first such record)."),
     aggregate: Optional[str] = typer.Option(None, "--aggregate",
                                             help="With --wrong-only: the aggregate label to judge "
                                                  "(default: each record's first)."),
@@ -136,6 +139,8 @@ def show(
     per-sample summaries and finish reasons. --html writes a report of many records instead."""
     from strategies.jsonl import iter_objects
 
+    if html is not None and sample is not None:
+        raise InputError("--sample applies to the terminal view; the --html report shows every sample")
     if html is not None:
         return write_html(file, html, id, limit, wrong_only, aggregate, color or "confidence", model, window, extract)
     if color is None:
@@ -144,13 +149,22 @@ def show(
         raise InputError(f"--color {color!r}: choose from {', '.join(TERMINAL_COLORS)} "
                          "(signal names such as confidence go with --html)")
     use_color = color == "always" or (color == "auto" and sys.stdout.isatty())
-    record = None
-    for _, obj in iter_objects(file):
+    from strategies.inspection.html import aggregate_is_wrong, confidence_text
+
+    record, undecidable = None, 0
+    for line, obj in iter_objects(file):
         if not id or str(obj.get("id")) in id:
-            record = obj
-            break
+            wrong = aggregate_is_wrong(obj, aggregate) if wrong_only else True
+            undecidable += wrong is None
+            if wrong:
+                record = next(checked_samples([obj], [line], file))
+                break
     if record is None:
-        raise InputError(f"no record with id {' or '.join(id)!r} in {file}" if id else f"no record in {file}")
+        what = " with a wrong aggregate" if wrong_only else ""
+        what += f" with id {' or '.join(id)!r}" if id else ""
+        note = (f" ({undecidable} record(s) have no gold answer or no {aggregate or 'aggregate'} entry)"
+                if undecidable else "")
+        raise InputError(f"no record{what} in {file}{note}")
     samples = record.get("samples") or []
     if sample is not None:
         samples = [s for s in samples if s.get("i") == sample]
@@ -179,7 +193,7 @@ def show(
     if "error" in record:
         out(f"error: {record['error']}")
     for name, agg in (record.get("aggregates") or {}).items():
-        out(f"{name}: {agg.get('answer')} (confidence {agg.get('confidence')})")
+        out(f"{name}: {agg.get('answer')} (confidence {confidence_text(agg)})")
     for s in samples:
         out("")
         out(_paint(f"── sample {s.get('i')}  ", BOLD, use_color) + _summary(s))

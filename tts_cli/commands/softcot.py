@@ -39,8 +39,9 @@ def train(
 
     import orjson
 
-    from strategies.jsonl import iter_objects
+    from strategies.jsonl import check_output, iter_objects
 
+    check_output(output, inputs=[input])  # before minutes of training, not after
     if thoughts < 1:
         raise InputError("--thoughts must be at least 1")
     if positive not in ("dropout", "self"):
