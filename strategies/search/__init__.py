@@ -9,6 +9,7 @@ which rows continue, fork into several (sharing their keys/values so far) or are
 from __future__ import annotations
 
 from strategies.search.base import REDUCE, Scorer, SearchController, SearchParams
+from strategies.search.scripted import scorer
 
 # name -> "module:Class" of a SearchController, imported when picked
 REGISTRY = {
@@ -28,4 +29,4 @@ def method(name: str):
     return getattr(importlib.import_module(module), cls)
 
 
-__all__ = ["REDUCE", "REGISTRY", "Scorer", "SearchController", "SearchParams", "method"]
+__all__ = ["REDUCE", "REGISTRY", "Scorer", "SearchController", "SearchParams", "method", "scorer"]

@@ -143,8 +143,9 @@ class SearchController(Controller):
 
     def run_fields(self) -> dict:
         p = self.params
-        return {"search": {"method": self.name, "n": p.n, "max_steps": p.max_steps, "step_sep": p.step_sep,
-                           "reduce": p.reduce, **self.method_fields()}}
+        return {"search": {"method": self.name, "prm": getattr(self.scorer, "name", type(self.scorer).__name__),
+                           "n": p.n, "max_steps": p.max_steps, "step_sep": p.step_sep, "reduce": p.reduce,
+                           **self.method_fields()}}
 
     # ----- for the methods ---------------------------------------------------------------
     def start(self, req: Request) -> None:
