@@ -91,6 +91,14 @@ def test_beam_search_keeps_the_top_n_over_m_by_the_reduced_reward(loaded):
         assert {id(r) for r in paused if act.get(id(r), 1) != DISCARD} == top
         kept = [act[id(r)] for r in paused if id(r) in top]
         assert sum(kept) == n and (len(top) < n // m or kept == [m] * (n // m))
+    # the last decision (nothing paused): the N completed beams with the best reduced reward stay
+    finals = [w for w in watch if not w[3]]
+    assert len(finals) == len(PROMPTS)
+    for key, rows, before, _, _, acts in finals:
+        act = {id(r): a for r, a in acts}
+        value = [min(reward(s) for s in our_steps(before[id(r)][1])) for r in rows]
+        order = sorted(range(len(rows)), key=lambda j: (-value[j], j))
+        assert {id(rows[j]) for j in order[:n]} == {id(r) for r in rows if act.get(id(r), 1) != DISCARD}
     for rec in records:
         s = rec["samples"]
         assert 1 <= len(s) <= n and all(x["finish"] in ("stop", "length") for x in s)
@@ -143,14 +151,29 @@ def test_resampling_frequencies_match_the_weights(how):
             assert np.all(np.abs(c - n * probs) < 1)
 
 
-def test_particle_filter_keeps_n_particles(loaded):
+def test_particle_filter_draws_with_the_softmax_of_the_rewards(loaded, monkeypatch):
+    from strategies.search import particles
+
+    drawn = []
+    real = particles.resample
+
+    def spy(probs, n, rng, how):
+        counts = real(probs, n, rng, how)
+        drawn.append((np.array(probs), counts))
+        return counts
+
+    monkeypatch.setattr(particles, "resample", spy)
     watch = []
-    n = 6
-    _, records = search(loaded, "particles", n=n, watch=watch, temperature=0.5)
-    assert watch
-    for key, rows, before, paused, just, acts in watch:
+    n, temp = 6, 0.5
+    _, records = search(loaded, "particles", n=n, watch=watch, temperature=temp)
+    assert len(watch) == len(drawn) >= 4
+    for (key, rows, before, paused, just, acts), (probs, counts) in zip(watch, drawn):
+        last = np.array([reward(our_steps(before[id(r)][1])[-1]) for r in rows])
+        want = special.softmax(special.logit(np.clip(last, 1e-7, 1 - 1e-7)) / temp)
+        np.testing.assert_allclose(probs, want, rtol=1e-9)
         act = {id(r): a for r, a in acts}
-        assert sum(act.get(id(r), 1) for r in rows) == n
+        assert [act.get(id(r), 1) for r in rows] == counts.tolist()
+        assert sum(counts) == n
     for rec in records:
         assert len(rec["samples"]) == n
         assert all(x["finish"] in ("stop", "length") for x in rec["samples"])
