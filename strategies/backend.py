@@ -14,11 +14,10 @@ another slot costs it something; `capacity` is how many rows it runs at once.
 """
 from __future__ import annotations
 
+import copy
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
-
-import copy
 
 from strategies.control import DISCARD, SKIP, START, Controller
 from strategies.rows import PAUSED, SKIPPED, Request, Row

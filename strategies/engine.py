@@ -7,6 +7,9 @@ waits the last active row moves into the hole, so the batch stays dense and fini
 nothing. Each row's next input is a mixture of token embeddings — a single token with weight 1 for
 discrete decoding — which is what lets soft and discrete rows share a batch.
 
+Under a search controller (strategies/search/) a row also pauses where it ends a reasoning step: it
+leaves the batch with its keys/values copied out, and resumes or is forked from that copy (`_park`).
+
 One step (`step`):  forward → generator chooses → one read-back → record → finish checks.
 The generator (strategies/generators/) decides tokens and next inputs; a controller
 (control.py, optional) stops rows and holds samples back; the decoder (decoder.py) runs the model.
