@@ -14,12 +14,13 @@ another slot costs it something; `capacity` is how many rows it runs at once.
 """
 from __future__ import annotations
 
+import copy
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-from strategies.control import SKIP, START, Controller
-from strategies.rows import SKIPPED, Request, Row
+from strategies.control import DISCARD, SKIP, START, Controller
+from strategies.rows import PAUSED, SKIPPED, Request, Row
 
 SIGNALS = ("logprob", "entropy", "self_certainty", "confidence")
 
@@ -79,6 +80,9 @@ class Backend:
     # Rows a controller holds back stay waiting while later requests are admitted, up to this
     # many waiting rows per slot.
     LOOKAHEAD = 4
+    # A search controller (one with a step separator) is set: rows pause, fork and are discarded
+    # (see _branch). False costs nothing: _retire looks at it only for rows that left the batch.
+    searching = False
 
     @classmethod
     def capabilities(cls) -> Capabilities:
@@ -112,29 +116,100 @@ class Backend:
     def _retire(self, active: list[Row]) -> None:
         """Drop finished rows, moving the last active row into each hole (the batch stays dense)."""
         slot = 0
+        touched = None   # a search: the requests whose rows paused or finished in this step
         while slot < len(active):
             row = active[slot]
             if row.finish is None:
                 slot += 1
                 continue
-            if self.controller is not None:
-                self.controller.finished(row)
-            if self.progress is not None:
-                self.progress.sample_done()
-            self._release_prompt(row.req)
+            if self.searching:
+                touched = touched if touched is not None else {}
+                touched[id(row.req)] = row.req
+            if row.finish == PAUSED:   # only under a search controller
+                self._park(row, slot)  # before another row moves into its slot
+                row.finish, row.paused = None, True
+            else:
+                if self.controller is not None:
+                    self.controller.finished(row)
+                if self.progress is not None:
+                    self.progress.sample_done()
+                if not self.searching:   # a search releases the prompt once nothing can resume
+                    self._release_prompt(row.req)
             last = active.pop()
             if slot < len(active):
                 self._moved(len(active), slot, last)
                 active[slot] = last
+        if touched:
+            for req in touched.values():
+                self._branch(req)
 
     def _release_prompt(self, req: Request) -> None:
         """A request's rows have all finished or been skipped (free what they shared)."""
+
+    # ----- search: pause, fork, discard (only with a search controller) ------------------
+    def _park(self, row: Row, slot: int) -> None:
+        """Keep a pausing row's state so it can resume later in any slot (the engine copies its
+        keys/values out of `slot` into `row.snapshot`)."""
+
+    def _rng(self, req: Request, i: int):
+        """A forked row's random stream (sample index `i` of `req`)."""
+        return None
+
+    def _fork(self, row: Row) -> Row:
+        """A copy of `row` with its own sample index and random stream: it shares the parent's
+        tokens, signals and keys/values so far (the snapshot is read, never written, so one object
+        serves every copy) and continues independently."""
+        req = row.req
+        i = req.next_i
+        req.next_i += 1
+        child = copy.copy(row)
+        for name in ("ids", "logprob", "entropy", "self_certainty", "confidence", "top_logprobs",
+                     "inp_ids", "inp_w", "step_ends"):
+            setattr(child, name, list(getattr(row, name)))
+        child.forced = copy.copy(row.forced)
+        child.state = copy.deepcopy(row.state)
+        child.i, child.rng, child.born, child.started = i, self._rng(req, i), len(row.ids), False
+        return child
+
+    def _branch(self, req: Request) -> None:
+        """When every live row of `req` is paused or finished, ask the controller what happens to
+        each, then apply it: resumed and forked rows go to the front of the waiting queue."""
+        if any(r.finish is None and not r.paused for r in req.rows):
+            return   # some row still decodes (or waits for a slot): the step is not over
+        if req.next_i == 0:
+            req.next_i = max((r.i for r in req.rows), default=-1) + 1
+        paused = [r for r in req.rows if r.paused]
+        actions = {id(r): a for r, a in self.controller.branch(req, paused)}
+        keep, resume = [], []
+        for r in req.rows:
+            act = actions.get(id(r), 1)
+            if act == DISCARD:
+                r.snapshot = None
+                continue
+            if isinstance(act, str):
+                if not r.paused:
+                    raise ValueError(f"the controller finished row {r.i}, which is not paused")
+                r.finish, r.paused, r.snapshot = act, False, None
+                keep.append(r)
+                continue
+            r.paused = False
+            copies = [r] + [self._fork(r) for _ in range(int(act) - 1)]
+            keep.extend(copies)
+            if r.finish is None:
+                resume.extend(copies)
+        # A search's rows are whatever the controller kept: `n` follows them, so `done` still
+        # means "every row finished".
+        req.rows, req.n = keep, len(keep)
+        self._waiting.extendleft(reversed(resume))
+        if not resume:
+            self._release_prompt(req)
 
     # ----- the shared scheduling loop --------------------------------------------------
     def run(self, requests: Iterable[Request]) -> Iterator[Request]:
         """Decode every request; yield them, finished, in input order."""
         source = iter(requests)
         waiting: deque[Row] = deque()
+        self._waiting = waiting   # a search puts resumed rows back here (_branch)
         active: list[Row] = []
         in_order: deque[Request] = deque()
         exhausted = False

@@ -60,6 +60,11 @@ class KVCache:
             self.v[layer][slot, :, :n] = v
 
     @torch.inference_mode()
+    def read_slot(self, slot: int, length: int) -> Prefix:
+        """A copy of a slot's first `length` positions, in write_prefix's form (a paused row)."""
+        return [(k[slot, :, :length].clone(), v[slot, :, :length].clone()) for k, v in zip(self.k, self.v)]
+
+    @torch.inference_mode()
     def move_slot(self, src: int, dst: int, length: int) -> None:
         """Move a row's first `length` positions to another slot."""
         for store in (self.k, self.v):

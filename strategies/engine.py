@@ -7,6 +7,9 @@ waits the last active row moves into the hole, so the batch stays dense and fini
 nothing. Each row's next input is a mixture of token embeddings — a single token with weight 1 for
 discrete decoding — which is what lets soft and discrete rows share a batch.
 
+Under a search controller (strategies/search/) a row also pauses where it ends a reasoning step: it
+leaves the batch with its keys/values copied out, and resumes or is forked from that copy (`_park`).
+
 One step (`step`):  forward → generator chooses → one read-back → record → finish checks.
 The generator (strategies/generators/) decides tokens and next inputs; a controller
 (control.py, optional) stops rows and holds samples back; the decoder (decoder.py) runs the model.
@@ -27,7 +30,7 @@ from strategies.layers import window_error
 from strategies.models import eos_token_ids
 from strategies.penalties import Penalties, PenaltyState
 from strategies.rng import row_rng
-from strategies.rows import LENGTH, STOP, Choice, Request, Row, Step
+from strategies.rows import LENGTH, PAUSED, STOP, Choice, Request, Row, Step
 from strategies.sampler import Signals, raw_signals
 
 __all__ = ["Engine", "Request", "Row"]
@@ -68,6 +71,14 @@ class Engine(Backend):
                              decode=tokenizer.decode, eos_ids=frozenset(self.eos_ids)))
         if controller is not None:
             controller.bind(self.text_of)
+        # a search controller: rows pause at its step separator, fork and resume (see _park)
+        self.step_sep = controller.step_sep if controller is not None else None
+        if self.step_sep:
+            if self.penalties is not None:  # their per-slot counts do not follow a parked row
+                raise ValueError("a search cannot use repetition/presence/frequency penalties")
+            self.searching = True
+            self.max_steps = controller.max_steps
+            self.sep_window = len(self.step_sep) + 2   # as stop_window: every token is >= 1 char
 
     @classmethod
     def create(cls, loaded, generator, opts, progress=None, controller=None) -> "Engine":
@@ -113,13 +124,33 @@ class Engine(Backend):
         return list(req.rows)
 
     def place(self, row: Row, active: list[Row]) -> None:
-        """Give a row the next free slot: its prompt's keys/values are copied in."""
+        """Give a row the next free slot: its prompt's keys/values are copied in (a resumed or
+        forked row's own keys/values so far, under a search)."""
+        if row.snapshot is not None:
+            self.decoder.cache.write_prefix(len(active), row.snapshot)
+            row.snapshot = None
+            active.append(row)
+            row.started = True
+            return
         self.decoder.cache.write_prefix(len(active), row.req.prefix)
         if self.penalties is not None:
             self.penalties.place(len(active), row.req.prompt_ids)
         active.append(row)
         row.started = True
         row.req.unplaced -= 1
+
+    # A paused row's keys/values are copied out of its slot into a snapshot, and copied back into
+    # whichever slot it resumes in, rather than keeping its slot reserved: Backend.run's batch is
+    # the dense slots 0..B-1 (a decode step works on plain views of the cache, never a gather), so
+    # a reserved slot would have to sit outside that range, or be decoded as a dead row every
+    # step. The copy is the same one placing a prompt's rows does (write_prefix), once per
+    # step boundary — a search step is tens of tokens, each of which reads the whole cache anyway
+    # — and forks then cost nothing more: every copy is placed from the one snapshot.
+    def _park(self, row: Row, slot: int) -> None:
+        row.snapshot = self.decoder.cache.read_slot(slot, row.pos)
+
+    def _rng(self, req: Request, i: int):
+        return row_rng(self.seed, req.key, req.sample_offset + i)
 
     def _moved(self, src: int, dst: int, row: Row) -> None:
         self.decoder.cache.move_slot(src, dst, row.pos)
@@ -199,8 +230,21 @@ class Engine(Backend):
         for r in active:
             r.finish = self._finish_reason(r)
         if self.controller is not None:
+            if self.step_sep:
+                self._pause_at_step_end(active)
             for r, why in self.controller.step([r for r in active if r.finish is None]):
                 r.finish = why
+
+    def _pause_at_step_end(self, active: list[Row]) -> None:
+        """Pause the rows whose current step's newest text contains the step separator."""
+        sep, window, last = self.step_sep, self.sep_window, self.max_steps
+        for r in active:
+            if r.finish is not None or r.forced or (last is not None and len(r.step_ends) + 1 >= last):
+                continue
+            start = max(r.step_ends[-1] if r.step_ends else 0, len(r.ids) - window)
+            if sep in self.tokenizer.decode(r.ids[start:]):
+                r.step_ends.append(len(r.ids))
+                r.finish = PAUSED
 
     def _finish_reason(self, r: Row) -> str | None:
         if r.forced:

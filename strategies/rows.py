@@ -12,6 +12,9 @@ import torch
 # How a sample ended. The engine sets the first two; a controller (a pruner) names its own reason.
 STOP, LENGTH = "stop", "length"
 SKIPPED = "skipped"   # never started (a controller decided its prompt needs no more samples)
+# Set by the engine on a row that emitted the step separator under a search controller; the
+# scheduler parks the row (Backend._park) and clears it: a parked row has `paused` set instead.
+PAUSED = "paused"
 
 
 @dataclass
@@ -34,6 +37,11 @@ class Row:
     state: dict = field(default_factory=dict)     # the generator's own per-row state
     finish: str | None = None
     started: bool = False
+    # search only (a controller with a step separator; see Backend._branch):
+    step_ends: list[int] = field(default_factory=list)  # len(ids) at the end of each finished step
+    paused: bool = False          # parked at a step end, waiting for the controller's decision
+    snapshot: Any = None          # its keys/values up to `pos` while it holds no slot
+    born: int = 0                 # len(ids) when it was forked: tokens before that are its parent's
 
 
 @dataclass
@@ -54,6 +62,7 @@ class Request:
     rows: list[Row] = field(default_factory=list)
     prefix: list | None = None
     unplaced: int = 0
+    next_i: int = 0         # a search: the next forked row's sample index
 
     @property
     def done(self) -> bool:

@@ -11,6 +11,7 @@ from strategies.generators.build import sampling_defaults
 from strategies.generators.params import ANSWER as SOFT_ANSWER
 from strategies.generators.params import SoftCoTParams, SoftParams
 from tts_cli.commands import _prune_opts as P
+from tts_cli.commands import _search_opts as S
 from strategies.jsonl import InputError
 
 DISCRETE, SOFT_THINKING = sampling_defaults("discrete"), sampling_defaults("soft")
@@ -126,6 +127,14 @@ def generate(
                                                         "enforce_eager=true; values are read as JSON when they parse. With ray also ray_address, "
                                                         "replicas, ray_batch_size, chunk_records (docs/scale.md)."),
     # --- pruning -----------------------------------------------------------------------
+    search: Optional[str] = S.SEARCH,
+    beam_width: Optional[int] = S.BEAM_WIDTH,
+    max_steps: Optional[int] = S.MAX_STEPS,
+    step_sep: Optional[str] = S.STEP_SEP,
+    reduce: Optional[str] = S.REDUCE,
+    prm: Optional[str] = S.PRM,
+    resample: Optional[str] = S.RESAMPLE,
+    search_temperature: Optional[float] = S.SEARCH_TEMPERATURE,
     prune: Optional[str] = P.opt(None, "--prune", help="Stop samples mid-flight: deepprune (redundant traces) | "
                                  "deepconf (low-confidence traces) | adaptive (no new samples once the vote is "
                                  "decided). Default: none."),
@@ -196,6 +205,10 @@ def generate(
     check_input(input, id_field)  # readable, ids unique: before any model work
     check_mode_options(mode.value, noise=noise.value, soft_budget=soft_budget, projection=projection)
     engine_args = parse_engine_args(engine_arg)
+    search_ctl = S.controller(search, {k: v for k, v in locals().items() if k in S.OPTIONS}, n=samples, seed=seed,
+                              backend=backend, mode=mode.value, prune=prune or (adaptive and "adaptive"),
+                              prompt_field=prompt_field,
+                              penalties=Penalties(repetition_penalty, presence_penalty, frequency_penalty))
     check_backend(backend, mode.value, compile=compile, prune=prune is not None or adaptive is not None,
                   engine_args=engine_args, model=model)
     prune_settings = None
@@ -251,7 +264,7 @@ def generate(
         resuming.check(output, run_info(loaded, generator, opts))
     if mode is Mode.soft:
         advice.soft_mode(loaded.tokenizer, generator.p, samples)
-    ctl = P.controller(prune_settings, loaded) if prune_settings is not None else None
+    ctl = P.controller(prune_settings, loaded) if prune_settings is not None else search_ctl
     total = selection.total(count_lines(input))
     bar = progress.Progress(total, quiet, per_record=samples).begin(model=model, device=loaded.device, dtype=loaded.dtype, samples=samples)
     finished = False

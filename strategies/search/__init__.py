@@ -1,0 +1,32 @@
+"""Verifier-guided search over steps, as engine controllers: beam search, DVTS and particle
+filtering (docs/search.md). One module per method; `REGISTRY` names them.
+
+A method is a `strategies.control.Controller` with a step separator: the engine pauses each row
+when its newest text contains the separator, and once every live row of a prompt is paused or
+finished the method scores the partial solutions with a process reward model (`Scorer`) and says
+which rows continue, fork into several (sharing their keys/values so far) or are dropped.
+"""
+from __future__ import annotations
+
+from strategies.search.base import REDUCE, Scorer, SearchController, SearchParams
+from strategies.search.scorers import scorer
+
+# name -> "module:Class" of a SearchController, imported when picked
+REGISTRY = {
+    "beam": "strategies.search.beam:BeamSearch",
+    "dvts": "strategies.search.dvts:DVTS",
+    "particles": "strategies.search.particles:ParticleFilter",
+}
+
+
+def method(name: str):
+    """The controller class registered as `name`."""
+    import importlib
+
+    if name not in REGISTRY:
+        raise ValueError(f"unknown search method {name!r} (known: {', '.join(REGISTRY)})")
+    module, _, cls = REGISTRY[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+__all__ = ["REDUCE", "REGISTRY", "Scorer", "SearchController", "SearchParams", "method", "scorer"]
