@@ -166,3 +166,20 @@ def test_limit_counts_after_shard_and_resume(tmp_path):
     r = tts("generate", inp, "-o", out, "--resume", "--limit", "2", "--quiet", *TINY)
     assert r.code == 0, r.stderr
     assert [x["id"] for x in map(orjson.loads, out.read_text().splitlines())] == [0, 1, 2, 3, 4]
+
+
+def test_generate_help_groups_every_option_into_a_panel():
+    """--help is long; each option sits in a named panel (Sampling, Model..., Input and output, the
+    modes', pruning's, ...), so the generic "Options" box holds only --help."""
+    import typer.main
+
+    from tts_cli.app import app
+
+    cmd = typer.main.get_command(app).commands["generate"]
+    loose = [p.opts[0] for p in cmd.params
+             if type(p).__name__ == "TyperOption" and not getattr(p, "rich_help_panel", None)]
+    assert loose == [], loose
+    out = tts("generate", "--help").stdout
+    panels = re.findall(r"╭─ (.+?) ─", out)
+    assert panels[:5] == ["Arguments", "Options", "Sampling", "Model, device and batching",
+                          "Input and output (docs/format.md)"], panels

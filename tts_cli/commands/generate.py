@@ -20,6 +20,9 @@ PENALTIES = "Penalties (vLLM's meanings; they shape sampling, not the recorded s
 ANSWER = "Soft thinking: answer phase"
 SOFTCOT = "SoftCoT (--mode softcot, docs/softcot.md)"
 SCALE = "Engines for scale (--backend, docs/scale.md)"
+SAMPLING = "Sampling"
+IO = "Input and output (docs/format.md)"
+MODEL = "Model, device and batching"
 
 
 # The parameters below that the generators read (strategies/generators/build.py); the rest are the run's.
@@ -63,50 +66,50 @@ class Noise(str, Enum):
 @P.with_pruner_options
 def generate(
     input: str = typer.Argument("-", help="Prompt JSONL file, or - for stdin."),
-    output: str = typer.Option("-", "-o", "--output", help="Output JSONL file, or - for stdout."),
+    mode: Mode = typer.Option(Mode.discrete, "--mode", rich_help_panel=SAMPLING, help="How traces are sampled."),
     model: str = typer.Option("smollm2-135m", "--model", "-m",
-                              help="Model alias, local Hugging Face directory, .gguf file, or a hub id already in the local cache."),
-    mode: Mode = typer.Option(Mode.discrete, "--mode", help="How traces are sampled."),
-    samples: int = typer.Option(1, "-n", "--samples", min=1, help="Samples (traces) per prompt."),
+                              rich_help_panel=MODEL, help="Model alias, local Hugging Face directory, .gguf file, or a hub id already in the local cache."),
+    samples: int = typer.Option(1, "-n", "--samples", min=1, rich_help_panel=SAMPLING, help="Samples (traces) per prompt."),
     temperature: Optional[float] = typer.Option(None, "--temperature", min=0.0, show_default=False,
-                                                help="Sampling temperature; 0 = greedy. In soft mode the thinking temperature. "
+                                                rich_help_panel=SAMPLING, help="Sampling temperature; 0 = greedy. In soft mode the thinking temperature. "
                                                 f"[default: {DISCRETE.temperature} discrete, {SOFT_THINKING.temperature} soft]"),
     top_p: Optional[float] = typer.Option(None, "--top-p", min=0.0, max=1.0, show_default=False,
-                                          help="Nucleus sampling mass (1 = off). "
+                                          rich_help_panel=SAMPLING, help="Nucleus sampling mass (1 = off). "
                                           f"[default: {DISCRETE.top_p} discrete, {SOFT_THINKING.top_p} soft]"),
     top_k: Optional[int] = typer.Option(None, "--top-k", min=0, show_default=False,
-                                        help="Keep the k most likely tokens (0 = off). "
+                                        rich_help_panel=SAMPLING, help="Keep the k most likely tokens (0 = off). "
                                         f"[default: {DISCRETE.top_k} discrete, {SOFT_THINKING.top_k} soft]"),
     min_p: Optional[float] = typer.Option(None, "--min-p", min=0.0, max=1.0, show_default=False,
-                                          help="Drop tokens below min_p x the top probability (0 = off). "
+                                          rich_help_panel=SAMPLING, help="Drop tokens below min_p x the top probability (0 = off). "
                                           f"[default: {DISCRETE.min_p} discrete, {SOFT_THINKING.min_p} soft]"),
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1, help="Most tokens generated per sample."),
-    stop: Optional[List[str]] = typer.Option(None, "--stop", help="Stop string (repeatable); cut from the text."),
-    seed: int = typer.Option(0, "--seed", help="Seed; with the record id and sample index it fixes every random number."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1, rich_help_panel=SAMPLING, help="Most tokens generated per sample."),
+    stop: Optional[List[str]] = typer.Option(None, "--stop", rich_help_panel=SAMPLING, help="Stop string (repeatable); cut from the text."),
+    seed: int = typer.Option(0, "--seed", rich_help_panel=SAMPLING, help="Seed; with the record id and sample index it fixes every random number."),
+    output: str = typer.Option("-", "-o", "--output", rich_help_panel=IO, help="Output JSONL file, or - for stdout."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, show_default=False,
-                                             help="Rows (prompt x sample) decoded together. [default: 64 on CPU; on CUDA 256, fewer if their cache would not fit in memory]"),
-    trace: bool = typer.Option(False, "--trace", help="Add per-token arrays (ids, logprob, entropy, self_certainty, confidence)."),
-    raw: bool = typer.Option(False, "--raw", help="Feed the prompt as is, without the chat template."),
-    prompt_field: str = typer.Option("prompt", "--prompt-field", help="Input field holding the prompt."),
-    id_field: str = typer.Option("id", "--id-field", help="Input field holding the record id (missing: the line number)."),
-    shard: Optional[str] = typer.Option(None, "--shard", help="i/n: only every n-th record, starting at the i-th (0-based)."),
+                                             rich_help_panel=MODEL, help="Rows (prompt x sample) decoded together. [default: 64 on CPU; on CUDA 256, fewer if their cache would not fit in memory]"),
+    trace: bool = typer.Option(False, "--trace", rich_help_panel=IO, help="Add per-token arrays (ids, logprob, entropy, self_certainty, confidence)."),
+    raw: bool = typer.Option(False, "--raw", rich_help_panel=IO, help="Feed the prompt as is, without the chat template."),
+    prompt_field: str = typer.Option("prompt", "--prompt-field", rich_help_panel=IO, help="Input field holding the prompt."),
+    id_field: str = typer.Option("id", "--id-field", rich_help_panel=IO, help="Input field holding the record id (missing: the line number)."),
+    shard: Optional[str] = typer.Option(None, "--shard", rich_help_panel=IO, help="i/n: only every n-th record, starting at the i-th (0-based)."),
     on_error: OnError = typer.Option(OnError.fail, "--on-error",
-                                     help="fail: stop with an error naming the line; skip: write the record with an 'error' field and go on."),
-    resume: bool = typer.Option(False, "--resume", help="Skip ids already in --output and append to it."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (auto: cuda when available)."),
-    dtype: str = typer.Option("auto", "--dtype", help="auto | float32 | bfloat16 | float16 (auto: bfloat16 on CUDA, float32 on CPU)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar (it is also off when stderr is not a terminal)."),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the decode step's layers: about 1.3x faster "
+                                     rich_help_panel=IO, help="fail: stop with an error naming the line; skip: write the record with an 'error' field and go on."),
+    resume: bool = typer.Option(False, "--resume", rich_help_panel=IO, help="Skip ids already in --output and append to it."),
+    device: str = typer.Option("auto", "--device", rich_help_panel=MODEL, help="auto | cpu | cuda (auto: cuda when available)."),
+    dtype: str = typer.Option("auto", "--dtype", rich_help_panel=MODEL, help="auto | float32 | bfloat16 | float16 (auto: bfloat16 on CUDA, float32 on CPU)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", rich_help_panel=IO, help="No progress bar (it is also off when stderr is not a terminal)."),
+    compile: bool = typer.Option(False, "--compile", rich_help_panel=MODEL, help="torch.compile the decode step's layers: about 1.3x faster "
                                  "decoding on CUDA after a one-off compile (~7 s there); no gain on CPU. "
                                  "See docs/performance.md."),
     cuda_graphs: bool = typer.Option(True, "--cuda-graphs/--no-cuda-graphs",
-                                     help="On CUDA, capture each decode step shape once and replay it."),
+                                     rich_help_panel=MODEL, help="On CUDA, capture each decode step shape once and replay it."),
     # --- prompts, selection, penalties, resume checks --------------------------------------
-    system: Optional[str] = typer.Option(None, "--system", help="A system message, put in front of each prompt through the chat template "
+    system: Optional[str] = typer.Option(None, "--system", rich_help_panel=IO, help="A system message, put in front of each prompt through the chat template "
                                          "(a record's own leading system message wins)."),
-    show_prompt: bool = typer.Option(False, "--show-prompt", help="Print the first selected record's prompt as the model will read it "
+    show_prompt: bool = typer.Option(False, "--show-prompt", rich_help_panel=IO, help="Print the first selected record's prompt as the model will read it "
                                      "(chat template applied) to stderr and exit; loads only the tokenizer."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Only the first N records, counted after --shard and --resume "
+    limit: Optional[int] = typer.Option(None, "--limit", min=0, rich_help_panel=IO, help="Only the first N records, counted after --shard and --resume "
                                         "have dropped theirs."),
     repetition_penalty: float = typer.Option(1.0, "--repetition-penalty", rich_help_panel=PENALTIES,
                                              help="vLLM's, p > 0: logits of tokens in the prompt or output divided by p if positive, "
@@ -116,9 +119,9 @@ def generate(
     frequency_penalty: float = typer.Option(0.0, "--frequency-penalty", rich_help_panel=PENALTIES,
                                             help="vLLM's: subtract p x its count in the output from each token's logit (0 = off)."),
     top_logprobs: int = typer.Option(0, "--top-logprobs", min=0, max=20,
-                                     help="Per token, the K most likely ids and their raw log-probabilities in "
+                                     rich_help_panel=IO, help="Per token, the K most likely ids and their raw log-probabilities in "
                                      "trace.top_logprobs; turns the trace on (0 = off)."),
-    force: bool = typer.Option(False, "--force", help="With --resume: append even if the file was made with other settings."),
+    force: bool = typer.Option(False, "--force", rich_help_panel=IO, help="With --resume: append even if the file was made with other settings."),
     backend: str = typer.Option("native", "--backend", rich_help_panel=SCALE,
                                 help="Which engine decodes: native (our sampler) | vllm (one vLLM request per trace; "
                                      "pip install 'tts-cli[vllm]') | ray (vLLM on a Ray cluster through Ray Data). docs/scale.md."),
