@@ -305,3 +305,40 @@ def test_tokens_are_the_mean_over_problems_of_each_problems_total():
     idx = draw_subsets(np.array([2, 2, 2]), 1, 50, seed=4)  # the samples K = 1 drew
     picked = [[totals[p][idx[r, p, 0]] for p in range(3)] for r in range(50)]
     assert c["tokens_mean"][0] == pytest.approx(np.mean(picked), abs=1e-12)  # per problem, as the table
+
+
+def _curve(labels, ks=(1, 2, 4, 8), boot=None):
+    rows = {lab: {"accuracy_mean": [0.1 * j + 0.01 * i for i in range(len(ks))],
+                  "accuracy_std": [0.01] * len(ks)} for j, lab in enumerate(labels)}
+    c = {"k": list(ks), "methods": rows, "repeats": 3, "seed": 0, "problems": 5,
+         "oracle_mean": [0.5] * len(ks), "pass_at_k": [0.5] * len(ks), "tokens_mean": [10.0] * len(ks)}
+    if boot:
+        c["bootstrap"] = boot
+    return c
+
+
+def test_curve_table_fits_the_terminal_by_splitting_the_methods():
+    from strategies.evaluation.report import curve_table
+
+    labels = ["majority", "weighted-sc", "ppl", "pc", "rpc", "self-certainty", "borda", "deepconf"]
+    c = _curve(labels)
+    for columns in (80, 120):
+        text = curve_table(c, columns)
+        assert max(len(line) for line in text.splitlines() if not line.startswith(("accuracy:", "±", "oracle:"))) <= columns
+        heads = [line.split() for line in text.splitlines() if line.lstrip().startswith("K ")]
+        assert sorted(x for h in heads for x in h if x in labels) == sorted(labels)   # every method, once
+        assert len(heads) > 1
+    assert sum(line.lstrip().startswith("K ") for line in curve_table(c).splitlines()) == 1   # no width: one table
+
+
+def test_plot_styles_are_distinct_and_coinciding_curves_are_named():
+    from strategies.evaluation.plot import ORACLE_COLOR, method_styles
+
+    c = _curve(["a", "b", "c", "d", "e", "f", "g", "h", "deepconf"])
+    c["methods"]["h"] = dict(c["methods"]["b"])      # h's curve equals b's
+    st = method_styles(c["methods"])
+    colours = [v[0] for v in st.values()]
+    assert len(set(colours)) == len(colours) and ORACLE_COLOR not in colours
+    assert all(col.lower() not in ("#7f7f7f", "gray", "grey") for col in colours)
+    assert st["h"][1] == "h (same as b)" and st["h"][2] != st["b"][2]
+    assert st["deepconf"][1] == "deepconf"

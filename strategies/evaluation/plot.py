@@ -2,6 +2,32 @@
 from __future__ import annotations
 
 
+# Distinct colours for the methods: tab10 without its grey (kept for nothing) and then tab20's
+# lighter shades; the oracle is black and dashed, so no method can be mistaken for it.
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
+           "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5")
+ORACLE_COLOR = "black"
+_STYLES = ("-", "--", ":", "-.")
+_MARKERS = ("o", "s", "^", "D", "v")
+
+
+def method_styles(methods: dict) -> dict:
+    """label -> (colour, legend text, line style, marker): colours distinct (cycling only past
+    PALETTE's 18); a method whose curve equals an earlier one's (same means at every K) says so in
+    the legend and is drawn dashed with another marker, so both stay visible."""
+    import numpy as np
+
+    out, seen = {}, []
+    for j, (label, row) in enumerate(methods.items()):
+        mean = np.asarray(row["accuracy_mean"], dtype=float)
+        same = [other for other, m in seen if m.shape == mean.shape and np.allclose(m, mean, atol=1e-12)]
+        text = f"{label} (same as {same[0]})" if same else label
+        out[label] = (PALETTE[j % len(PALETTE)], text, _STYLES[len(same) % len(_STYLES)],
+                      _MARKERS[len(same) % len(_MARKERS)])
+        seen.append((label, mean))
+    return out
+
+
 def plot_curve(c: dict, path: str, title: str | None = None) -> None:
     """Draw mean accuracy per method against K (log-2 axis) with a ±1 std band (the spread over
     subset draws) and, when the curve has them, bars for the 95% interval over problems; the oracle
@@ -18,16 +44,18 @@ def plot_curve(c: dict, path: str, title: str | None = None) -> None:
 
     ks = np.array(c["k"], dtype=float)
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=150)
+    styles = method_styles(c["methods"])
     for label, row in c["methods"].items():
         mean, std = np.array(row["accuracy_mean"]), np.array(row["accuracy_std"])
-        line, = ax.plot(ks, mean, marker="o", markersize=3, label=label)
+        color, text, style, marker = styles[label]
+        line, = ax.plot(ks, mean, marker=marker, markersize=3, label=text, color=color, linestyle=style)
         ax.fill_between(ks, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
         if "ci95_low" in row:
             lo, hi = np.array(row["ci95_low"]), np.array(row["ci95_high"])
             ax.errorbar(ks, mean, yerr=[mean - lo, hi - mean], fmt="none", ecolor=line.get_color(),
                         alpha=0.6, capsize=2, linewidth=0.8)
     ceiling = c.get("oracle_mean") or c["pass_at_k"]  # curves saved before oracle_mean: pass@K
-    ax.plot(ks, ceiling, linestyle="--", color="gray",
+    ax.plot(ks, ceiling, linestyle="--", color=ORACLE_COLOR,
             label="oracle: any of K correct (same subsets)" if "oracle_mean" in c else "pass@K (oracle)")
     ax.set_xscale("log", base=2)
     ax.set_xticks(ks)

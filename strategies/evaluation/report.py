@@ -56,27 +56,38 @@ def summary_table(s: dict) -> str:
     return "\n".join(lines)
 
 
-def curve_table(c: dict) -> str:
+def curve_table(c: dict, columns: int | None = None) -> str:
+    """The curve as text; with `columns` (the terminal's width), the methods are split over as many
+    tables as needed for every line to fit, each repeating K and the oracle, pass@K and tokens."""
     labels = list(c["methods"])
     boot = c.get("bootstrap")
     width = max([31 if boot else 13] + [len(lab) for lab in labels])
-    head = (f"{'K':>5}  " + "  ".join(f"{lab:>{width}}" for lab in labels)
-            + f"  {'oracle':>7}  {'pass@K':>7}  {'tokens':>9}")
     lines = [f"accuracy: mean ± std over {c['repeats']} random subsets per K (seed {c['seed']}), "
              f"{c['problems']} problems.",
              "± is the spread over subset draws on these problems, not uncertainty over problems."]
     if boot:
         lines.append(f"[lo, hi]: 95% bootstrap interval over the {c['problems']} problems ({boot} draws) of the "
                      "accuracy averaged over the subsets.")
-    lines.append(head)
+    fixed = 5 + (2 + 7) * 2 + 2 + 9   # K, then oracle, pass@K and tokens with their gaps
+    per_table = len(labels) if columns is None else max(1, (columns - fixed) // (width + 2))  # "  " + a cell
+    for at in range(0, max(len(labels), 1), per_table):
+        if at:
+            lines.append("")
+        lines.extend(_curve_block(c, labels[at: at + per_table], width, boot))
+    lines.append("oracle: any of the K correct, on the same subsets as the methods; "
+                 "pass@K: its expectation (unbiased estimator)")
+    return "\n".join(lines)
+
+
+def _curve_block(c: dict, labels: list[str], width: int, boot) -> list[str]:
+    out = [f"{'K':>5}  " + "  ".join(f"{lab:>{width}}" for lab in labels)
+           + f"  {'oracle':>7}  {'pass@K':>7}  {'tokens':>9}"]
     for j, k in enumerate(c["k"]):
         cells = []
         for lab in labels:
             row = c["methods"][lab]
             cell = f"{row['accuracy_mean'][j]:.4f} ± {row['accuracy_std'][j]:.4f}"
             cells.append(cell + (" " + _ci(row, j=j) if boot else ""))
-        lines.append(f"{k:>5}  " + "  ".join(f"{cell:>{width}}" for cell in cells)
-                     + f"  {c['oracle_mean'][j]:>7.4f}  {c['pass_at_k'][j]:>7.4f}  {c['tokens_mean'][j]:>9.1f}")
-    lines.append("oracle: any of the K correct, on the same subsets as the methods; "
-                 "pass@K: its expectation (unbiased estimator)")
-    return "\n".join(lines)
+        out.append(f"{k:>5}  " + "  ".join(f"{cell:>{width}}" for cell in cells)
+                   + f"  {c['oracle_mean'][j]:>7.4f}  {c['pass_at_k'][j]:>7.4f}  {c['tokens_mean'][j]:>9.1f}")
+    return out

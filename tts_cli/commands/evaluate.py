@@ -1,6 +1,7 @@
 """`tts eval`: score aggregated records against their gold answers; accuracy-vs-K curves."""
 from __future__ import annotations
 
+import shutil
 import sys
 from enum import Enum
 from typing import List, Optional
@@ -155,7 +156,9 @@ def evaluate(
     else:
         text = summary_table(result)
         if "curve" in result:
-            text += "\n\n" + curve_table(result["curve"])
+            # a terminal gets tables that fit its width; a file or pipe gets one table
+            columns = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+            text += "\n\n" + curve_table(result["curve"], columns)
         print(text)
 
 
