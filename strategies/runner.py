@@ -12,6 +12,7 @@ depends on which backend decoded the rows.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
@@ -200,6 +201,7 @@ def _requests(records: Iterable[InputLine], loaded, opts: GenerateOptions, gener
     from strategies.engine import Request
 
     max_pos = max_positions(loaded.config)
+    capped = 0   # records whose prompt leaves less room than --max-new-tokens (said once, at the first)
     for rec in records:
         if rec.error:
             yield Request(key=None, prompt_ids=[], n=opts.n, payload=(rec, None, True), error=_error(rec.error, opts))
@@ -217,6 +219,12 @@ def _requests(records: Iterable[InputLine], loaded, opts: GenerateOptions, gener
             too_long = window_error(loaded.config, longest, opts.max_new_tokens)
             if too_long:
                 raise ValueError(too_long)
+            if longest + opts.max_new_tokens > max_pos and not capped:
+                print(f"tts: warning: line {rec.line}: the prompt's {longest} tokens leave room for "
+                      f"{max_pos - longest} of --max-new-tokens {opts.max_new_tokens} in the model's context of "
+                      f"{max_pos}: its samples stop there (finish \"length\"); later such records are not named",
+                      file=sys.stderr)
+            capped += longest + opts.max_new_tokens > max_pos
         except ValueError as e:
             yield Request(key=rid, prompt_ids=[], n=opts.n, payload=(rec, rid, True),
                           error=_error(f"line {rec.line}: {e}", opts))

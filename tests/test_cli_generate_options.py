@@ -183,3 +183,19 @@ def test_generate_help_groups_every_option_into_a_panel():
     panels = re.findall(r"╭─ (.+?) ─", out)
     assert panels[:5] == ["Arguments", "Options", "Sampling", "Model, device and batching",
                           "Input and output (docs/format.md)"], panels
+
+
+def test_a_prompt_that_leaves_less_room_than_max_new_tokens_is_named_before_decoding(tmp_path):
+    from strategies.models import load
+    from strategies.runner import GenerateOptions, prompt_ids
+
+    inp = tmp_path / "in.jsonl"
+    inp.write_text(lines({"id": "a", "prompt": "hello"}, {"id": "b", "prompt": "hi"}))
+    loaded = load("tiny-random")
+    context = loaded.config.max_position_embeddings
+    room = context - len(prompt_ids({"prompt": "hello"}, loaded.tokenizer, GenerateOptions()))
+    r = tts("generate", inp, "-m", "tiny-random", "--max-new-tokens", str(room + 5), "-q")
+    assert r.code == 0, r.stderr
+    warn = [x for x in r.stderr.splitlines() if "leave room" in x]
+    assert len(warn) == 1 and warn[0].startswith("tts: warning: line 1:") and f"room for {room} of" in warn[0]
+    assert all(s["n_tokens"] <= room for s in r.records()[0]["samples"])
