@@ -81,6 +81,18 @@ def test_esc_stops_at_the_first_unanimous_window(answers, w):
     assert out["prune"]["decided"] is (first < len(answers) or out["prune"].get("agree", False))
 
 
+def test_an_undecided_prompt_reports_every_wave_even_when_rows_finish_together():
+    # equal-length traces in one wide batch: a wave's rows all finish in the same step
+    tok = byte_tokenizer()
+    answers = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"]
+    pool = _pool(answers, tok)
+    for s in pool["samples"]:   # pad every text to one length, so all finish together
+        s["trace"] = {k: (v + v[:1] * 40)[:40] for k, v in s["trace"].items()}
+    ctl = Adaptive(AdaptiveSettings("beta", 0.95, 4), _answer)
+    out = next(replay([pool], tok, ctl, batch_size=64))
+    assert out["prune"]["waves"] == 3 and out["prune"]["decided"] is False and "skipped" not in out
+
+
 def test_settings_parse_and_refuse():
     assert AdaptiveSettings.parse("beta:0.9") == AdaptiveSettings("beta", 0.9, 8)
     assert AdaptiveSettings.parse("beta", wave=4) == AdaptiveSettings("beta", 0.95, 4)

@@ -27,6 +27,7 @@ from scipy.stats import beta as beta_dist
 from strategies.aggregators.base import Option
 from strategies.control import SKIP, START, WAIT, Controller
 from strategies.pruners import register
+from strategies.rows import SKIPPED
 from verifiers import group_answers
 
 RULES = ("beta", "esc")
@@ -152,7 +153,9 @@ class Adaptive(Controller):
             st.waves_done += 1
             ordered = [st.answers[i] for i in sorted(st.answers)]
             st.decided, st.stats = decide(self.s, ordered, [st.answers[i] for i in range(lo, hi)])
-        if all(r.finish for r in st.req.rows):
+        # several rows can finish in one step and are told one by one: the prompt is done once
+        # every row has been told (or was skipped), not once every row has a finish reason
+        if all(r.i in st.answers or r.finish == SKIPPED for r in st.req.rows):
             self.done[id(row.req)] = self.prompts.pop(id(row.req))
 
     def record_fields(self, req) -> dict:
