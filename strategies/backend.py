@@ -35,6 +35,7 @@ class Capabilities:
     compile: bool = True                   # torch.compile of the decode step (--compile)
     engine_args: bool = False              # takes the engine's own settings (--engine-arg)
     model_dir: bool = False                # loads the weights from the model's directory itself
+    pause_rows: bool = False               # pauses and forks rows at a step boundary (--search)
     # the backend's own words for what it lacks, keyed by the field above ("modes", "stop_rows",
     # ...): the command line refuses with them before any model loads
     why_not: dict[str, str] = field(default_factory=dict)
@@ -55,7 +56,7 @@ def decode_text(tokenizer, ids: list[int], stop: list[str]) -> str:
 
 
 def refusal(caps: Capabilities, backend: str, *, mode: str, compile: bool = False, stop_rows: bool = False,
-            engine_args: bool = False, others: tuple[str, ...] = ()) -> str | None:
+            engine_args: bool = False, search: bool = False, others: tuple[str, ...] = ()) -> str | None:
     """Why `backend` cannot run these options, in its own words (None: it can). `stop_rows`: a
     controller (pruner) will stop rows mid-flight; `engine_args`: engine settings were given;
     `others`: the backends that have the mode, named when this one lacks it."""
@@ -67,6 +68,9 @@ def refusal(caps: Capabilities, backend: str, *, mode: str, compile: bool = Fals
     if stop_rows and not caps.stop_rows:
         return (f"--prune needs a backend that stops traces mid-flight, not {backend}: "
                 f"{caps.why_not.get('stop_rows', 'it cannot stop a trace once started')}")
+    if search and not caps.pause_rows:
+        return (f"--search needs --backend native: {backend} cannot pause or fork a trace at a step boundary "
+                f"({caps.why_not.get('pause_rows', 'it runs whole traces')})")
     if engine_args and not caps.engine_args:
         return f"--engine-arg with --backend {backend}: {caps.why_not.get('engine_args', 'it takes no engine settings')}"
     return None

@@ -94,7 +94,7 @@ class Engine(Backend):
 
     @classmethod
     def capabilities(cls) -> Capabilities:
-        return Capabilities(modes=tuple(REGISTRY), why_not={
+        return Capabilities(modes=tuple(REGISTRY), pause_rows=True, why_not={
             "engine_args": "it applies to --backend vllm or ray; the native sampler has its own options"})
 
     # ----- what the scheduling loop (Backend.run) calls ----------------------------------

