@@ -19,6 +19,7 @@ from typing import Any, Iterable, Iterator
 from strategies.cache import max_positions
 from strategies.layers import window_error
 from strategies.penalties import Penalties
+from strategies.registry import entry
 from strategies.sample_fields import sample_record
 from strategies import __version__
 from strategies.jsonl import InputError, InputLine
@@ -56,15 +57,10 @@ BACKENDS: dict[str, Any] = {
 
 
 def backend_class(name: str):
-    entry = BACKENDS.get(name)
-    if entry is None:
-        raise InputError(f"unknown backend {name!r} (known: {', '.join(BACKENDS)})")
-    if isinstance(entry, str):
-        import importlib
-
-        module, _, cls = entry.partition(":")
-        entry = getattr(importlib.import_module(module), cls)
-    return entry
+    try:
+        return entry(BACKENDS, name, "backend")
+    except KeyError as e:
+        raise InputError(e.args[0]) from None
 
 
 def check_backend(name: str, mode: str, *, compile: bool = False, prune: bool = False,

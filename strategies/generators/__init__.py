@@ -3,7 +3,7 @@ One module each; a new generator is one file and one line here. (Nothing is impo
 the CLI reads settings from generators.params without loading torch.)"""
 from __future__ import annotations
 
-import importlib
+from strategies.registry import entry
 
 REGISTRY: dict[str, str] = {
     "discrete": "strategies.generators.discrete:Discrete",
@@ -14,7 +14,4 @@ REGISTRY: dict[str, str] = {
 
 def generator_class(name: str):
     """The Generator subclass registered as `name`."""
-    if name not in REGISTRY:
-        raise KeyError(f"unknown mode {name!r} (known: {', '.join(REGISTRY)})")
-    module, cls = REGISTRY[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return entry(REGISTRY, name, "mode")

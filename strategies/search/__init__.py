@@ -8,6 +8,7 @@ which rows continue, fork into several (sharing their keys/values so far) or are
 """
 from __future__ import annotations
 
+from strategies.registry import entry
 from strategies.search.base import REDUCE, Scorer, SearchController, SearchParams
 from strategies.search.scorers import scorer
 
@@ -21,12 +22,10 @@ REGISTRY = {
 
 def method(name: str):
     """The controller class registered as `name`."""
-    import importlib
-
-    if name not in REGISTRY:
-        raise ValueError(f"unknown search method {name!r} (known: {', '.join(REGISTRY)})")
-    module, _, cls = REGISTRY[name].partition(":")
-    return getattr(importlib.import_module(module), cls)
+    try:
+        return entry(REGISTRY, name, "search method")
+    except KeyError as e:
+        raise ValueError(e.args[0]) from None
 
 
 __all__ = ["REDUCE", "REGISTRY", "Scorer", "SearchController", "SearchParams", "method", "scorer"]
