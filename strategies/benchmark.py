@@ -100,7 +100,7 @@ def chat_ids(tok, text: str) -> list[int]:
 
 def time_tts(loaded, generator, prompts: list[str], n: int, max_new: int, ignore_eos: bool, batch_size: int,
              seed: int = 0, cuda_graphs: bool = True, compile: bool = False,
-             limits: list[int] | None = None) -> Timing:
+             limits: list[int] | None = None, controller=None) -> Timing:
     """Our sampler over the workload (`limits`: each row's own length, prompt by prompt). With CUDA
     graphs or torch.compile the same engine runs it twice and the second run is timed: capturing a
     graph per (rows, span) bucket and compiling are once-per-process costs that a long run
@@ -109,7 +109,7 @@ def time_tts(loaded, generator, prompts: list[str], n: int, max_new: int, ignore
 
     model, tok = loaded.model, loaded.tokenizer
     eng = Engine(model, tok, generator, batch_size=batch_size, max_new_tokens=max_new, seed=seed,
-                 ignore_eos=ignore_eos, cuda_graphs=cuda_graphs, compile=compile)
+                 ignore_eos=ignore_eos, cuda_graphs=cuda_graphs, compile=compile, controller=controller)
     ids = [chat_ids(tok, p) for p in prompts]
     setup = 0.0
     for timed in ([False, True] if eng.decoder.cuda_graphs or compile else [True]):
@@ -124,6 +124,47 @@ def time_tts(loaded, generator, prompts: list[str], n: int, max_new: int, ignore
         if not timed:
             setup = elapsed
     return Timing(eng.tokens_generated, elapsed, setup)
+
+
+# --mode search: prompts, rows per prompt (N), beam width (M), most new tokens, step separator
+SEARCH_WORKLOAD = (2, 16, 4, 128, "\n")
+
+
+def bench_search(loaded, batch_size: int = 64) -> dict:
+    """Beam search's bookkeeping against plain decoding of the same rows: N rows per prompt decode
+    in both, EOS ignored; the search pauses every row at each step separator, scores the partial
+    solutions, forks the kept beams and resumes them (keys/values copied out and back). The scorer
+    is the scripted stand-in (string counting, no model), so the PRM's own forward is not in the
+    time: what remains is what the search adds to decoding. Each side's tokens/s counts every
+    token it decoded (dropped beams included); `ratio` = search / plain."""
+    from strategies.generators.discrete import Discrete, DiscreteParams
+    from strategies.search import SearchParams, method, scorer
+
+    n_prompts, n, width, max_new, sep = SEARCH_WORKLOAD
+    prompts = gsm8k_prompts(n_prompts)
+    generator = Discrete(DiscreteParams(temperature=0.7))
+
+    def search():
+        params = SearchParams(n=n, beam_width=width, step_sep=sep)
+        return method("beam")(scorer("scripted:0123456789"), params)
+
+    # one pass each (no CUDA graphs: a search's batch shapes change at every step)
+    def timed(controller=None, prompts=prompts, max_new=max_new):
+        return time_tts(loaded, generator, prompts, n, max_new, True, batch_size, cuda_graphs=False,
+                        controller=controller)
+
+    timed(prompts=prompts[:1], max_new=8)                          # warm-ups
+    timed(search(), prompts=prompts[:1], max_new=8)
+    log(f"timing plain decoding: {n_prompts} prompts x {n} rows, {max_new} tokens each")
+    plain = timed()
+    log(f"timing beam search: the same rows, beam width {width}, a step at every {sep!r}")
+    ctl = search()
+    found = timed(ctl)
+    steps = sum(st.steps for st in ctl.stats.values())
+    return _report(loaded, "search", {"search": found, "plain": plain}, "search", "plain",
+                   extra={"prompts": n_prompts, "rows": n, "beam_width": width, "max_new_tokens": max_new,
+                          "step_sep": sep, "scorer": "scripted (no model)", "search_steps": steps,
+                          "overhead": round(1 - found.tok_s / plain.tok_s, 4)})
 
 
 WORKLOADS = {

@@ -85,3 +85,17 @@ def test_a_search_scored_by_a_step_tag_prm_checkpoint(prompts, tmp_path):
             assert s["step_rewards"] == pytest.approx(ref, abs=1e-4)
             checked += 1
     assert checked
+
+
+def test_bench_search_times_beam_search_against_plain_decoding_of_the_same_rows(monkeypatch):
+    from strategies import benchmark
+
+    monkeypatch.setitem(benchmark.__dict__, "SEARCH_WORKLOAD", (1, 8, 2, 24, SEP))
+    r = tts("bench", "-m", "tiny-random", "--mode", "search", "--json")
+    assert r.code == 0, r.stderr
+    (out,) = r.records()
+    assert out["rows"] == 8 and out["beam_width"] == 2 and out["search_steps"] >= 1
+    assert out["plain_tokens"] == 8 * 24                      # EOS ignored: every row runs to the limit
+    assert out["search_tokens"] > 0
+    assert out["ratio"] == pytest.approx(out["search_tok_s"] / out["plain_tok_s"], rel=1e-2)
+    assert out["overhead"] == pytest.approx(1 - out["search_tok_s"] / out["plain_tok_s"], abs=1e-2)

@@ -20,6 +20,7 @@ class BenchMode(str, Enum):
     discrete = "discrete"
     soft = "soft"
     softcot = "softcot"
+    search = "search"
 
 
 def bench(
@@ -31,7 +32,9 @@ def bench(
                                       "with its static cache and torch.compile (ratio_static_compile)."),
     mode: BenchMode = typer.Option(BenchMode.discrete, "--mode",
                                    help="discrete: against generate(); soft: soft vs discrete tokens/s at 32 rows; "
-                                   "softcot: SoftCoT (4 chains x 8, assistant = base) vs discrete at 32 rows."),
+                                   "softcot: SoftCoT (4 chains x 8, assistant = base) vs discrete at 32 rows; "
+                                   "search: beam search's bookkeeping (2 prompts x 16 rows, width 4, a step per "
+                                   "line, scripted scorer) vs plain decoding of the same rows."),
     model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model to time (see tts generate --model)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Rows decoded together by our sampler."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N (auto: cuda when available)."),
@@ -50,7 +53,7 @@ def bench(
     import orjson
 
     from strategies import benchmark
-    from strategies.benchmark import bench_soft, bench_softcot, bench_vs_hf, bench_vs_vllm
+    from strategies.benchmark import bench_search, bench_soft, bench_softcot, bench_vs_hf, bench_vs_vllm
     from strategies.runner import check_backend
     from tts_cli.commands._common import parse_engine_args
     from strategies.models import ModelNotFound, load
@@ -58,7 +61,7 @@ def bench(
     if against not in ("hf", "vllm"):
         raise InputError(f"--against {against!r}: expected hf or vllm")
     if against == "vllm" and mode is not BenchMode.discrete:
-        raise InputError("--against vllm times discrete decoding (vLLM has no soft or softcot mode)")
+        raise InputError("--against vllm times discrete decoding (vLLM has no soft, softcot or search mode)")
     engine_args = parse_engine_args(engine_arg)
     if against == "vllm":
         check_backend("vllm", "discrete", compile=compile, engine_args=engine_args, model=model,
@@ -70,7 +73,10 @@ def bench(
         loaded = load(model, device, dtype)
     except ModelNotFound as e:
         raise InputError(str(e)) from None
-    if mode is BenchMode.softcot:
+    if mode is BenchMode.search:
+        result = bench_search(loaded, batch_size=batch_size)
+        sides, ratios = ("search", "plain"), {"ratio": "search / plain decoding of the same rows (scripted scorer)"}
+    elif mode is BenchMode.softcot:
         result = bench_softcot(loaded, batch_size=batch_size)
         sides, ratios = ("softcot", "discrete"), {"ratio": "softcot / discrete"}
     elif mode is BenchMode.soft:
