@@ -127,7 +127,7 @@ def time_tts(loaded, generator, prompts: list[str], n: int, max_new: int, ignore
 
 
 # --mode search: prompts, rows per prompt (N), beam width (M), most new tokens, step separator
-SEARCH_WORKLOAD = (2, 16, 4, 128, "\n")
+SEARCH_WORKLOAD = (8, 16, 4, 128, "\n")
 
 
 def bench_search(loaded, batch_size: int = 64) -> dict:
