@@ -153,6 +153,15 @@ def test_step_tag_prm_against_a_plain_forward(models, how):
             assert len(s["step_rewards"]) == len(steps(text))
             assert s["step_rewards"] == pytest.approx(want, rel=1e-4)
             assert s["reward"] == pytest.approx(reduced(want, how), rel=1e-4)
+        # the reward model's share of the record's cost: the tokens of every scored sample's input
+        # (as the plain forward above reads it) and the model's parameters less its embeddings
+        read = sum(len(tok(prompt + " " + "\n\n".join(x + " ки" for x in steps(t)))["input_ids"])
+                   for t in texts if t)
+        embed = sum(p.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters())
+        head = model.get_output_embeddings().weight.numel()
+        (other,) = rec["cost"]["other"]
+        assert other == {"role": "reward", "model": f"rm:{path}", "tokens": read,
+                         "params": sum(p.numel() for p in model.parameters()) - embed - head}
 
 
 def test_token_class_prm_against_a_plain_forward(models):
@@ -192,7 +201,9 @@ def test_fields_kept_notes_and_pass_through(models):
     out = r.records()
     assert len(out) == 3 and out[2] == recs[2]
     for got, want in zip(out[:2], recs[:2]):
-        assert {k: v for k, v in got.items() if k != "score"} == {
+        # the record gains `score` and the reward model's entry in `cost`; nothing else changes
+        assert [o["role"] for o in got["cost"]["other"]] == ["reward"]
+        assert {k: v for k, v in got.items() if k not in ("score", "cost")} == {
             **want, "samples": [{**s, **({"reward": g["reward"]} if s["text"] else {})}
                                 for s, g in zip(want["samples"], got["samples"])]}
     assert "line 2: sample 1 has no text" in r.stderr and "line 3: no samples" in r.stderr

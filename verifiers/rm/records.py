@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from typing import Callable, Iterable, Iterator
 
+from strategies.evaluation.compute import non_embedding_params
 from verifiers.rm.base import RewardInputError, RewardModel, reduce_steps
 
 
@@ -52,17 +53,21 @@ def score_records(records: Iterable[tuple[int, dict]], rm: RewardModel, model_na
     info = {"rm": model_name, "kind": rm.kind, **rm.info()}
     if rm.kind == "prm":
         info.update(reduce=reduce, step_sep=step_sep)
+    # what scoring costs, for tts eval --x flops: the reward model's non-embedding parameters and,
+    # per record, the tokens it read (docs/format.md, `cost`)
+    info_cost = {"role": "reward", "model": f"rm:{model_name}", "params": non_embedding_params(rm.model)}
     buf: list[tuple[int, dict]] = []
     for item in records:
         buf.append(item)
         if len(buf) >= chunk:
-            yield from _chunk(buf, rm, info, reduce, step_sep, batch_size, on_tokens, note)
+            yield from _chunk(buf, rm, info, info_cost, reduce, step_sep, batch_size, on_tokens, note)
             buf = []
-    yield from _chunk(buf, rm, info, reduce, step_sep, batch_size, on_tokens, note)
+    yield from _chunk(buf, rm, info, info_cost, reduce, step_sep, batch_size, on_tokens, note)
 
 
-def _chunk(buf, rm, info, reduce, step_sep, batch_size, on_tokens, note):
+def _chunk(buf, rm, info, info_cost, reduce, step_sep, batch_size, on_tokens, note):
     todo = []      # (sample, encoded input, line)
+    read: dict[int, int] = {}   # id(record) -> tokens the reward model reads for it
     for line, rec in buf:
         samples = rec.get("samples")
         if not isinstance(samples, list) or not samples:
@@ -80,6 +85,7 @@ def _chunk(buf, rm, info, reduce, step_sep, batch_size, on_tokens, note):
             except RewardInputError as e:
                 raise RecordError(f"sample {s.get('i', '?')}: {e}", line) from None
             todo.append((s, enc))
+            read[id(rec)] = read.get(id(rec), 0) + len(enc[0] if isinstance(enc, tuple) else enc)
     if todo:
         scores = rm.score_encoded([enc for _, enc in todo], batch_size, on_tokens)
         for (s, _), sc in zip(todo, scores):
@@ -91,4 +97,9 @@ def _chunk(buf, rm, info, reduce, step_sep, batch_size, on_tokens, note):
     for _, rec in buf:
         if isinstance(rec.get("samples"), list) and rec["samples"]:
             rec["score"] = dict(info)
+        if id(rec) in read:
+            cost = rec.setdefault("cost", {})
+            other = [o for o in cost.get("other") or [] if not (isinstance(o, dict) and o.get("role") == "reward"
+                                                                   and o.get("model") == info_cost["model"])]
+            cost["other"] = other + [{**info_cost, "tokens": read[id(rec)]}]
         yield rec
