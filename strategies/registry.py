@@ -6,11 +6,11 @@ import importlib
 from typing import Any
 
 
-def entry(registry: dict, name: str, what: str) -> Any:
+def entry(registry: dict, name: str, what: str, error: type[Exception] = KeyError) -> Any:
     """The object registered as `name` (a "module:attribute" string is imported, anything else is
-    returned as it is); KeyError naming the known ones otherwise, with `what` saying what they are."""
+    returned as it is); `error` naming the known ones otherwise, with `what` saying what they are."""
     if name not in registry:
-        raise KeyError(f"unknown {what} {name!r} (known: {', '.join(registry)})")
+        raise error(f"unknown {what} {name!r} (known: {', '.join(registry)})")
     found = registry[name]
     if isinstance(found, str):
         module, _, attr = found.partition(":")

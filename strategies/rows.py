@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # annotations only: the command line imports this without loading torch
+    import torch
 
 # How a sample ended. The engine sets the first two; a controller (a pruner) names its own reason.
 STOP, LENGTH = "stop", "length"

@@ -57,10 +57,7 @@ BACKENDS: dict[str, Any] = {
 
 
 def backend_class(name: str):
-    try:
-        return entry(BACKENDS, name, "backend")
-    except KeyError as e:
-        raise InputError(e.args[0]) from None
+    return entry(BACKENDS, name, "backend", InputError)
 
 
 def check_backend(name: str, mode: str, *, compile: bool = False, prune: bool = False,

@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import beta as beta_dist
 
 from strategies.aggregators.base import Option
 from strategies.control import SKIP, START, WAIT, Controller
@@ -69,7 +68,9 @@ class AdaptiveSettings:
 
 def beta_posterior(lead: int, second: int) -> float:
     """P(p > 1/2) for p ~ Beta(lead + 1, second + 1)."""
-    return float(beta_dist.sf(0.5, lead + 1, second + 1))
+    from scipy.stats import beta   # here, not at import: every tts command lists the pruners' options
+
+    return float(beta.sf(0.5, lead + 1, second + 1))
 
 
 def decide(settings: AdaptiveSettings, answers: list, last_wave: list) -> tuple[bool, dict]:

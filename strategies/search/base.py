@@ -3,57 +3,18 @@ settings, and a controller that scores a prompt's partial solutions at each step
 the search statistics. A method supplies `decide`."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Protocol
 
 from strategies.control import DISCARD, Controller
 from strategies.rows import Request, Row
+from strategies.search.params import REDUCE, SearchParams
 
 
 class Scorer(Protocol):
     """A process reward model: per partial solution (its steps so far), one reward per step."""
 
     def score(self, prompt_text: str, steps: list[list[str]]) -> list[list[float]]: ...
-
-
-# How a partial solution's per-step rewards rank it (search-and-learn's aggregation strategies)
-REDUCE = {
-    "last": lambda s: s[-1],
-    "min": min,
-    "prod": math.prod,
-    "mean": lambda s: sum(s) / len(s),
-}
-
-
-@dataclass
-class SearchParams:
-    n: int                        # N: rows per prompt (the rows decoded at every step)
-    beam_width: int = 4           # M: beam search keeps N/M beams, DVTS runs N/M subtrees
-    max_steps: int = 40           # the last step is not cut at the separator
-    step_sep: str = "\n\n"
-    reduce: str = "last"          # REDUCE: how per-step rewards rank a partial solution
-    temperature: float = 1.0      # particle filtering: softmax(logit(reward) / temperature)
-    resample: str = "multinomial"  # particle filtering: multinomial | systematic
-    seed: int = 0                 # particle filtering's resampling draws
-
-    def check(self, method: str) -> None:
-        if self.n < 1:
-            raise ValueError(f"-n must be at least 1, got {self.n}")
-        if self.max_steps < 1:
-            raise ValueError(f"--max-steps must be at least 1, got {self.max_steps}")
-        if not self.step_sep:
-            raise ValueError("--step-sep must not be empty")
-        if self.reduce not in REDUCE:
-            raise ValueError(f"--reduce {self.reduce!r}: expected one of {', '.join(REDUCE)}")
-        if method in ("beam", "dvts") and (self.beam_width < 1 or self.n % self.beam_width):
-            raise ValueError(f"--search {method} needs -n a multiple of --beam-width "
-                             f"(got -n {self.n}, --beam-width {self.beam_width})")
-        if method == "particles":
-            if self.resample not in ("multinomial", "systematic"):
-                raise ValueError(f"--resample {self.resample!r}: expected multinomial or systematic")
-            if not self.temperature > 0:
-                raise ValueError(f"--search-temperature must be positive, got {self.temperature}")
 
 
 def split_steps(text: str, sep: str) -> list[str]:

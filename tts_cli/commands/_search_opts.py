@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from strategies.jsonl import InputError
-from strategies.search.base import SearchParams
+from strategies.search.params import SearchParams
 
 PANEL = "Search with a process reward model (--search, docs/search.md)"
 _D = SearchParams(n=1)
