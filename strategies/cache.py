@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from strategies.cpu import huge_zeros
+
 Prefix = list[tuple[torch.Tensor, torch.Tensor]]   # per layer: keys, values [kv_heads, L, head_dim]
 
 
@@ -40,7 +42,7 @@ class KVCache:
         for store in (self.k, self.v):
             grown = []
             for i in range(self.layers):
-                t = torch.zeros(shape, dtype=self.dtype, device=self.device)
+                t = huge_zeros(shape, self.dtype, self.device)
                 if store:
                     t[:, :, : self.capacity] = store[i]
                 grown.append(t)

@@ -45,13 +45,17 @@ def window_error(config, prompt_tokens: int, max_new_tokens: int) -> str | None:
     return None
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    h = x.shape[-1] // 2
-    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+def signed_sin(sin: torch.Tensor) -> torch.Tensor:
+    """sin with its first half negated, so that rope needs no negation of x (see rope)."""
+    h = sin.shape[-1] // 2
+    return torch.cat((-sin[..., :h], sin[..., h:]), dim=-1)
 
 
-def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    return x * cos + _rotate_half(x) * sin
+def rope(x: torch.Tensor, cos: torch.Tensor, sin_s: torch.Tensor) -> torch.Tensor:
+    """transformers' x·cos + rotate_half(x)·sin, bit for bit: rotate_half(x) = (-x₂, x₁) is the
+    halves swapped (a roll) with the first negated, and (-a)·b = a·(-b) exactly in floating point,
+    so the sign moves onto `sin_s` = signed_sin(sin), computed once per step, not per layer."""
+    return x * cos + x.roll(x.shape[-1] // 2, -1) * sin_s
 
 
 class Layers:
@@ -75,9 +79,10 @@ class Layers:
         return len(self.layers)
 
     def rotation(self, h: torch.Tensor, positions: torch.Tensor):
-        """cos, sin [N, 1, 1, head_dim] for rows at `positions` [N] (broadcast over heads)."""
+        """cos and signed sin (see rope) [N, 1, 1, head_dim] for rows at `positions` [N] (broadcast
+        over heads)."""
         cos, sin = self.rotary(h[:, None, :], positions[:, None])
-        return cos[:, None], sin[:, None]
+        return cos[:, None], signed_sin(sin[:, None])
 
     def mats(self, kind: str) -> list[Mats]:
         """Each layer's matrix products in one of linear.py's forms: module, weight_major, fused, packed."""
@@ -87,7 +92,16 @@ class Layers:
         """Norm, projections, q/k norms and rotary: q [N, heads, 1, hd], k and v [N, kv_heads, 1, hd].
         `mats` are this layer's products (default: its own modules)."""
         attn, hd, N = layer.self_attn, self.head_dim, h.shape[0]
-        q, k, v = (mats or linear.module_mats(layer)).qkv(layer.input_layernorm(h))
+        mats = mats or linear.module_mats(layer)
+        x = layer.input_layernorm(h)
+        if mats.qkv_joint is not None and not self.qk_norm:
+            # q, k and v come out side by side: q and k rotate in one pass (one set of kernels
+            # per layer, not two), and q and k are views of its output
+            qkv = mats.qkv_joint(x).view(N, -1, 1, hd)
+            nq, nk = self.n_heads, self.n_kv
+            qk = rope(qkv[:, : nq + nk], cos, sin)
+            return qk[:, :nq], qk[:, nq:], qkv[:, nq + nk:]
+        q, k, v = mats.qkv(x)
         q, k, v = q.reshape(N, -1, 1, hd), k.reshape(N, -1, 1, hd), v.reshape(N, -1, 1, hd)
         if self.qk_norm:
             q, k = attn.q_norm(q), attn.k_norm(k)

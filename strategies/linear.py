@@ -32,11 +32,13 @@ Product = Callable[[torch.Tensor], torch.Tensor]
 
 
 class Mats(NamedTuple):
-    """One layer's products; qkv and gate_up return their parts as a tuple."""
+    """One layer's products; qkv and gate_up return their parts as a tuple. Forms that fuse q/k/v
+    also give `qkv_joint`, the fused product unsplit ([N, (heads + 2 kv_heads) · head_dim])."""
     qkv: Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
     o: Product
     gate_up: Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
     down: Product
+    qkv_joint: Product | None = None
 
 
 def _weight_major(module: torch.nn.Linear, contiguous: bool = False) -> Product:
@@ -77,9 +79,10 @@ def fused_mats(layer) -> Mats:
         a, m = layer.self_attn, layer.mlp
         qkv, gu = [a.q_proj, a.k_proj, a.v_proj], [m.gate_proj, m.up_proj]
         w_qkv, b_qkv, w_gu = _fuse_weights(qkv), _fuse_biases(qkv), _fuse_weights(gu)
+        joint = lambda x: F.linear(x, w_qkv, b_qkv)  # noqa: E731
         cached = layer._tts_fused = Mats(
-            _splitter(lambda x: F.linear(x, w_qkv, b_qkv), [p.weight.shape[0] for p in qkv]), a.o_proj,
-            _splitter(lambda x: F.linear(x, w_gu), [p.weight.shape[0] for p in gu]), m.down_proj)
+            _splitter(joint, [p.weight.shape[0] for p in qkv]), a.o_proj,
+            _splitter(lambda x: F.linear(x, w_gu), [p.weight.shape[0] for p in gu]), m.down_proj, joint)
     return cached
 
 
@@ -124,11 +127,12 @@ def packed_mats(layer) -> Mats:
         qkv, gu = [a.q_proj, a.k_proj, a.v_proj], [m.gate_proj, m.up_proj]
         with torch.no_grad():
             cat = lambda mods: torch.cat([p.weight for p in mods])  # noqa: E731
+            joint = packed(cat(qkv), _fuse_biases(qkv, view=False))
             cached = layer._tts_packed = Mats(
-                _splitter(packed(cat(qkv), _fuse_biases(qkv, view=False)), [p.weight.shape[0] for p in qkv]),
+                _splitter(joint, [p.weight.shape[0] for p in qkv]),
                 packed(a.o_proj.weight, a.o_proj.bias),
                 _splitter(packed(cat(gu)), [p.weight.shape[0] for p in gu]),
-                packed(m.down_proj.weight, m.down_proj.bias))
+                packed(m.down_proj.weight, m.down_proj.bias), joint)
     return cached
 
 

@@ -214,7 +214,8 @@ DTYPE_ALIASES = {
     "float16": "float16", "fp16": "float16", "half": "float16", "f16": "float16",
 }
 DTYPE_HELP = ("auto | float32 (fp32) | bfloat16 (bf16) | float16 (fp16, half); "
-              "auto: bfloat16 on CUDA, float32 otherwise.")
+              "auto: bfloat16 on CUDA and on a CPU with native bfloat16 products (AVX512-BF16 or AMX), "
+              "float32 otherwise; the record's run.dtype says which ran.")
 
 
 def dtype_name(dtype: str) -> str:
@@ -233,8 +234,33 @@ def pick_dtype(dtype: str, device: str):
 
     name = dtype_name(dtype)
     if name == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+        fast = device.startswith("cuda") or (device == "cpu" and cpu_multiplies_bf16())
+        return torch.bfloat16 if fast else torch.float32
     return getattr(torch, name)
+
+
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_multiplies_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether `--dtype auto` takes bfloat16 on this CPU: it has bfloat16 dot products in hardware
+    (one of CPU_BF16_FLAGS in /proc/cpuinfo; elsewhere, or unreadable: no) and this torch build
+    has the packed bfloat16 products the decode step runs on (linear.packing_available). There the
+    bfloat16 step is the faster one (docs/performance.md, "float32 and bfloat16"); without the
+    hardware products bfloat16 arithmetic is carried out in float32 and converted back, which
+    gains nothing, so float32 stays."""
+    try:
+        with open(cpuinfo) as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    if not any(flag in flags for flag in CPU_BF16_FLAGS):
+        return False
+    import torch
+
+    from strategies import linear
+
+    return linear.packing_available(torch.bfloat16)
 
 
 def _tokenizer(kind: str, loc):

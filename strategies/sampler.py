@@ -24,6 +24,7 @@ class Signals:
     entropy: torch.Tensor         # [B]
     self_certainty: torch.Tensor  # [B]
     confidence: torch.Tensor      # [B]
+    logits: torch.Tensor | None = None  # the logits these were computed from (see sample's `shifted`)
 
     @property
     def logp(self) -> torch.Tensor:
@@ -58,7 +59,7 @@ def raw_signals(logits: torch.Tensor, vocab_size: int) -> Signals:
     self_certainty = -math.log(vocab_size) - (y.mean(-1) - log_norm)
     k = min(CONFIDENCE_TOP_K, vocab_size)
     confidence = log_norm - y.topk(k, dim=-1).values.mean(-1)
-    return Signals(y, log_norm, entropy, self_certainty, confidence)
+    return Signals(y, log_norm, entropy, self_certainty, confidence, logits)
 
 
 class Paths(NamedTuple):
@@ -151,26 +152,35 @@ def _inverse_cdf(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return pos
 
 
-def sample(logits: torch.Tensor, sp: SamplingParams, u: torch.Tensor) -> torch.Tensor:
-    """One token id per row: greedy for temperature 0, else a draw from the truncated distribution."""
+def sample(logits: torch.Tensor, sp: SamplingParams, u: torch.Tensor,
+           shifted: torch.Tensor | None = None) -> torch.Tensor:
+    """One token id per row: greedy for temperature 0, else a draw from the truncated distribution.
+
+    `shifted`: the logits minus each row's maximum when the caller has them already (the raw
+    signals' `shifted`, for these very logits); an untruncated draw then skips two passes over
+    the vocabulary."""
     all_greedy, any_greedy, truncates = sp.which()
     if all_greedy:
         return logits.argmax(-1)
     if not truncates:
         greedy = sp.temperature <= 0
-        drawn = _sample_untruncated(logits, torch.where(greedy, torch.ones_like(sp.temperature), sp.temperature), u)
+        temperature = torch.where(greedy, torch.ones_like(sp.temperature), sp.temperature)
+        drawn = _sample_untruncated(logits, temperature, u, shifted)
         return torch.where(greedy, logits.argmax(-1), drawn) if any_greedy else drawn
     probs, ids = truncated_sorted(logits, sp)
     return sample_sorted(probs, ids, u)
 
 
-def _sample_untruncated(logits: torch.Tensor, temperature: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+def _sample_untruncated(logits: torch.Tensor, temperature: torch.Tensor, u: torch.Tensor,
+                        shifted: torch.Tensor | None = None) -> torch.Tensor:
     """Inverse-CDF draw from softmax(z/T) in vocabulary order, without sorting or normalising.
 
     The same draw as sample_sorted over the identity order, in fewer passes over the vocabulary.
     """
-    z = logits.float()
-    return _inverse_cdf(((z - z.amax(-1, keepdim=True)) / temperature[:, None]).exp_(), u)
+    if shifted is None:
+        z = logits.float()
+        shifted = z - z.amax(-1, keepdim=True)
+    return _inverse_cdf((shifted / temperature[:, None]).exp_(), u)
 
 
 def apply_penalties(logits: torch.Tensor, prompt_mask: torch.Tensor, counts: torch.Tensor,

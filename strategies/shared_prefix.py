@@ -33,16 +33,22 @@ class SharedPrefixes:
         self.inv = torch.tensor(inv, device=device)
         self.start = torch.tensor(start, device=device)
         self.lo = min(start)                      # first slot position any row reads
+        # rows already in group order with no padding (one prompt's rows, or several in turn, all
+        # groups full): the gathers in and out of group order would copy rows onto themselves
+        self.in_order = idx == list(range(batch))
 
     def merge(self, layer: int, qg, o_own, lse_own, scale: float):
         """Each row's attention over its own tokens merged with its group's attention over the prompt."""
         B, kv, gs, hd = qg.shape
         G, n = self.groups, self.n_max
         # a group's n rows × gs query heads per key/value head form one [kv, n*gs] query block
-        qb = qg.index_select(0, self.idx).view(G, n, kv, gs, hd).transpose(1, 2).reshape(G, kv, n * gs, hd)
+        rows = qg if self.in_order else qg.index_select(0, self.idx)
+        qb = rows.view(G, n, kv, gs, hd).transpose(1, 2).reshape(G, kv, n * gs, hd)
         o, lse = attend(qb, self.k[layer], self.v[layer], self.mask, scale)
-        o_pre = o.view(G, kv, n, gs, hd).transpose(1, 2).reshape(G * n, kv, gs, hd).index_select(0, self.inv)
-        lse_pre = lse.view(G, kv, n, gs).transpose(1, 2).reshape(G * n, kv, gs).index_select(0, self.inv)
+        o_pre = o.view(G, kv, n, gs, hd).transpose(1, 2).reshape(G * n, kv, gs, hd)
+        lse_pre = lse.view(G, kv, n, gs).transpose(1, 2).reshape(G * n, kv, gs)
+        if not self.in_order:
+            o_pre, lse_pre = o_pre.index_select(0, self.inv), lse_pre.index_select(0, self.inv)
         # softmax over both key sets = the two partial softmaxes weighted by their total masses
         w = torch.sigmoid(lse_own - lse_pre)[..., None].to(o_own.dtype)
         return o_pre + w * (o_own - o_pre)

@@ -115,17 +115,20 @@ def count_shared_steps(monkeypatch) -> list[int]:
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen3"])
-def test_shared_prefix_attention_equals_per_row_attention(arch):
+@pytest.mark.parametrize("rows", [
+    [[0, 3, 5, 9, 10], [1, 2, 6], [4, 7, 8, 11, 12, 13]],   # interleaved groups of different sizes
+    [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11, 12, 13, 14]],  # in group order, no padding
+])
+def test_shared_prefix_attention_equals_per_row_attention(arch, rows):
     """Cascade attention (prompt cache read once per group, merged by log-sum-exp) against the plain
-    per-row path: interleaved groups of different sizes and prompt lengths, rows at different positions."""
+    per-row path: groups of different prompt lengths, rows at different positions."""
     from strategies.decoder import Decoder
 
     model, tok = tiny_model(arch, seed=4)
     dec = Decoder(model, max_slots=16)
     g = torch.Generator().manual_seed(0)
     prompts = [torch.randint(0, len(tok), (L,), generator=g) for L in (9, 23, 14)]
-    rows = [[0, 3, 5, 9, 10], [1, 2, 6], [4, 7, 8, 11, 12, 13]]
-    B = 14
+    B = sum(len(rs) for rs in rows)
     prefixes = [dec.prefill(p) for p in prompts]
     positions = torch.zeros(B, dtype=torch.long)
     for p, rs, prefix in zip(prompts, rows, prefixes):
@@ -341,3 +344,17 @@ def test_admission_reserves_the_cache_so_decoding_never_regrows_it():
     out = list(eng.run([Request(key=0, prompt_ids=ids, n=3)]))
     assert [len(r.ids) for r in out[0].rows] == [300] * 3
     assert reallocations == [(0, reallocations[0][1])] and reallocations[0][1] >= len(ids) + 300
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rope_with_the_sign_moved_onto_sin_is_transformers_rope_bit_for_bit(dtype):
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    from strategies.layers import rope, signed_sin
+
+    g = torch.Generator().manual_seed(1)
+    q, k = (torch.randn(5, 4, 3, 16, generator=g).to(dtype) for _ in range(2))
+    cos, sin = (torch.randn(5, 3, 16, generator=g).to(dtype) for _ in range(2))   # [batch, seq, dim]
+    want_q, want_k = apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1)
+    c, s = cos[:, None], signed_sin(sin[:, None])
+    assert torch.equal(rope(q, c, s), want_q) and torch.equal(rope(k, c, s), want_k)

@@ -151,3 +151,30 @@ def test_host_known_sampling_paths_give_the_same_draws():
         asked = SamplingParams(sp.temperature, sp.top_k, sp.top_p, sp.min_p)
         assert sp.which() == asked.which()
         assert torch.equal(sample(logits, sp, u), sample(logits, asked, u))
+
+
+def test_an_untruncated_draw_from_the_signals_shifted_logits_is_the_same_draw():
+    """The sampler may reuse the raw signals' max-shifted logits; the draws must not change."""
+    from strategies.sampler import SamplingParams, raw_signals, sample
+
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(6, 300, generator=g) * 4
+    u = torch.rand(6, generator=g, dtype=torch.float64)
+
+    class P:
+        top_k, top_p, min_p = 0, 1.0, 0.0
+
+        def __init__(self, t):
+            self.temperature = t
+
+    sp = SamplingParams.stack([P(t) for t in (0.7, 1.0, 0.0, 1.3, 0.7, 0.2)], "cpu")
+    shifted = raw_signals(logits, 300).shifted
+    assert torch.equal(sample(logits, sp, u, shifted), sample(logits, sp, u))
+    # and both are the inverse-CDF draw computed here from scratch (greedy row: the argmax)
+    for b, t in enumerate((0.7, 1.0, 0.0, 1.3, 0.7, 0.2)):
+        got = int(sample(logits, sp, u, shifted)[b])
+        if t == 0:
+            assert got == int(logits[b].argmax())
+            continue
+        p = torch.softmax(logits[b].double() / t, -1)
+        assert got == int((p.cumsum(-1) <= u[b]).sum())

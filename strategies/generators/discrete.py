@@ -11,10 +11,12 @@ from strategies.rows import Choice
 from strategies.sampler import SamplingParams, sample
 
 
-def draw_tokens(rows, logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
-    """One token per row, on the device; each row spends exactly one uniform of its own stream."""
+def draw_tokens(rows, logits: torch.Tensor, params: SamplingParams, sig=None) -> torch.Tensor:
+    """One token per row, on the device; each row spends exactly one uniform of its own stream.
+    `sig`: the raw signals, reused when they were computed from these very logits."""
     u = torch.tensor([r.rng.random() for r in rows], dtype=torch.float64, device=logits.device)
-    return sample(logits, params, u)
+    shifted = sig.shifted if sig is not None and sig.logits is logits else None
+    return sample(logits, params, u, shifted)
 
 
 class Discrete(Generator):
@@ -28,7 +30,7 @@ class Discrete(Generator):
         key = (len(rows), logits.device)
         if key not in self._stacked:
             self._stacked[key] = SamplingParams.stack([self.params] * len(rows), logits.device)
-        return Choice(draw_tokens(rows, logits, self._stacked[key]))
+        return Choice(draw_tokens(rows, logits, self._stacked[key], sig))
 
     def run_fields(self) -> dict:
         return asdict(self.params)
