@@ -301,15 +301,19 @@ def test_default_survivors_are_the_papers_largest_cluster(tiny):
 
 
 def test_a_redundant_pool_keeps_k2_traces(tiny):
-    """Every trace opens alike: one cluster. The paper's rule finishes --k2 of it (the first k2),
-    so the pool saves the rest; with --k2 0 all of the cluster finishes."""
+    """Every trace opens alike: one cluster. The paper's rule finishes k* = min(|c_max|, K2) of it
+    (the first ones; K2 = 20 by default), so a pool larger than K2 saves the rest."""
     _, tok = tiny
-    pool = ["aaaa so the answer is 3", "aaaa thus 3 it is", "aaaa 3", "aaaa so 3, the answer", "aaaa then 3"]
+    pool = [f"aaaa {'so ' * (i % 3)}the answer is 3" for i in range(23)]
     full = [len(t) for t in pool]
-    out = prune_texts(tok, pool, k2=2)
-    assert [s["finish"] != "pruned" for s in out["samples"]] == [True, True, False, False, False]
-    assert out["prune"]["tokens_saved"] == sum(n - 4 for n in full[2:])
-    everything = prune_texts(tok, pool)
+    out = prune_texts(tok, pool)
+    assert [s["finish"] != "pruned" for s in out["samples"]] == [True] * 20 + [False] * 3
+    assert out["prune"]["tokens_saved"] == sum(n - 4 for n in full[20:])
+    small = pool[:5]
+    two = prune_texts(tok, small, k2=2)
+    assert [s["finish"] != "pruned" for s in two["samples"]] == [True, True, False, False, False]
+    assert two["prune"]["tokens_saved"] == sum(n - 4 for n in full[2:5])
+    everything = prune_texts(tok, pool, k2=0)                       # --k2 0: all of the cluster
     assert all(s["finish"] != "pruned" for s in everything["samples"]) and everything["prune"]["tokens_saved"] == 0
 
 

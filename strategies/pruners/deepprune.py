@@ -9,8 +9,10 @@ is over the survivors only whatever the timing.
 Which traces finish, by default, is the paper's rule as its pipeline figure draws it (project page
 https://deepprune.github.io, figure "Overview of the DeepPrune framework", step 4: c_max = the
 largest cluster, q of its traces continue reasoning, the final answer is the majority vote of
-their q answers); `--k2` is q. `--survivors representatives` is the paper's other setting (one
-trace per cluster, reported for pass@k in its τ table).
+their q answers); `--k2` is q, k* = min(|c_max|, K2) with K2 = 20 in the paper (arXiv v1, as a
+reading note of it quotes; the paper's own text was not reachable here). `--survivors
+representatives` is the paper's other setting (one trace per cluster, reported for pass@k in its
+τ table).
 """
 from __future__ import annotations
 
@@ -55,8 +57,8 @@ class DeepPrune(Controller):
                             "of each cluster finishes, voting with its cluster size: the paper's one-trace-"
                             "per-cluster setting, which it reports for pass@k).",
                             ("largest", "representatives")),
-        "k2": Option(0, int, "--survivors largest: traces of the largest cluster finished (0 = all; the "
-                     "paper's value was not found, see docs/pruning.md)."),
+        "k2": Option(20, int, "--survivors largest: the most traces of the largest cluster that finish, "
+                     "its first ones (the paper's K2 = 20, see docs/pruning.md; 0 = all)."),
         "ngram": Option(3, int, "ngram judge: n of the word n-grams."),
         "judge_model": Option(None, str, "llm judge: model (default: the generator's); classifier: a "
                               "local checkpoint dir."),
