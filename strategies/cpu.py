@@ -1,4 +1,5 @@
-"""Process settings that make the decode loop faster on a CPU.
+"""Process settings that make the decode loop faster on a CPU, and the release of memory a
+dropped weight leaves behind (`discard_pages`).
 
 glibc serves every allocation above its mmap threshold (128 KiB at first, raised adaptively) with
 a fresh mmap and returns it to the kernel when freed, so the [rows, vocabulary] tensors a step
