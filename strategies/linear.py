@@ -166,14 +166,10 @@ def head(kind: str, module: torch.nn.Linear) -> Product:
     """The LM head's product in the layers' form (`kind` as in MATS); fused and module forms
     use the module itself, which is one matrix already. A packed head is cached on the module."""
     if kind != "packed":
-        restore(module)
-    if kind == "weight_major":
-        return _weight_major(module, contiguous=True)
-    if kind != "packed":
-        return module
+        restore(module)   # the unpacked forms read the module's weight
+        return _weight_major(module, contiguous=True) if kind == "weight_major" else module
     cached = getattr(module, "_tts_packed", None)
     if cached is None:
-        restore(module)
         with torch.no_grad():
             cached = module._tts_packed = packed(module.weight, module.bias)
         module._tts_packs = [(cached, [module])]
@@ -199,7 +195,8 @@ def release(owner: torch.nn.Module, keep: tuple[torch.Tensor, ...] = ()) -> int:
             mod.weight = torch.nn.Parameter(torch.empty(w.shape, dtype=w.dtype, device="meta"),
                                             requires_grad=w.requires_grad)
             mod._tts_device = w.device
-            hooked.append(mod)
+            if mod is not owner:
+                hooked.append(mod)
             # Nothing else holds it (Python: this frame's name and getrefcount's argument; its
             # storage: w and `st`), so its pages can go even where its memory is part of a
             # larger mapping that outlives it (cpu.discard_pages).
