@@ -1,4 +1,5 @@
-"""Process settings that make the decode loop faster on a CPU.
+"""Process settings that make the decode loop faster on a CPU, and the release of memory a
+dropped weight leaves behind (`discard_pages`).
 
 glibc serves every allocation above its mmap threshold (128 KiB at first, raised adaptively) with
 a fresh mmap and returns it to the kernel when freed, so the [rows, vocabulary] tensors a step
@@ -34,3 +35,35 @@ def tune_malloc() -> bool:
     except (OSError, AttributeError):
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(M_TRIM_THRESHOLD, 1 << 30))
+
+
+MADV_DONTNEED = 4
+_libc = None
+
+
+def discard_pages(tensor) -> int:
+    """Tell the kernel the whole pages inside `tensor`'s memory are no longer needed; returns the
+    bytes advised. For a tensor about to be dropped whose memory outlives it: transformers loads
+    safetensors weights as a private mapping of the file, shared by all of a model's tensors and
+    unmapped only when the last of them goes, so a dropped weight's pages would otherwise stay
+    resident (and in the RSS) for the model's life. Only pages wholly inside the tensor are
+    advised, so its neighbours are untouched; the caller must hold the only reference to it
+    (an advised private page reads back as the file's bytes, or zeros). Linux only; elsewhere 0."""
+    global _libc
+    import mmap
+    if not hasattr(mmap, "MADV_DONTNEED") or tensor.device.type != "cpu":
+        return 0
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        except (OSError, AttributeError):
+            _libc = False
+    if not _libc:
+        return 0
+    page = mmap.PAGESIZE
+    start, end = tensor.data_ptr(), tensor.data_ptr() + tensor.untyped_storage().nbytes()
+    lo, hi = -(-start // page) * page, end // page * page
+    if hi <= lo or _libc.madvise(lo, hi - lo, MADV_DONTNEED) != 0:
+        return 0
+    return hi - lo
