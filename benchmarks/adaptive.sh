@@ -17,10 +17,14 @@ for rule in beta:0.95 esc:4; do
     tts prune "$out/full.jsonl" --method adaptive --rule "$rule" --wave "$wave" > "$out/replay_ad_${rule/:/}_w$wave.jsonl"
   done
 done
-# today's pruner defaults on the same run (representatives; plain cosine; warm-up votes above the threshold)
+# today's pruner defaults on the same run (the paper's survivor rule, largest cluster with --k2 0;
+# plain cosine; warm-up votes above the threshold), and beside them one trace per cluster and --k2 4
 for j in ngram embedding; do
   tts prune "$out/full.jsonl" --method deepprune --judge $j --prefix tokens:48 > "$out/replay_dp_${j}_now.jsonl"
+  tts prune "$out/full.jsonl" --method deepprune --judge $j --prefix tokens:48 --survivors representatives \
+    > "$out/replay_dp_${j}_reps.jsonl"
 done
+tts prune "$out/full.jsonl" --method deepprune --judge embedding --prefix tokens:48 --k2 4 > "$out/replay_dp_embedding_k2_4.jsonl"
 tts prune "$out/full.jsonl" --method deepconf --warmup 4 --window 32 --keep 0.9 > "$out/replay_dc_high_now.jsonl"
 tts prune "$out/full.jsonl" --method deepconf --warmup 4 --window 32 --keep 0.1 > "$out/replay_dc_low_now.jsonl"
 # online beside replay: the first P_ONLINE problems

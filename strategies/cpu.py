@@ -1,4 +1,5 @@
-"""Process settings that make the decode loop faster on a CPU.
+"""Process settings that make the decode loop faster on a CPU, and the release of memory a
+dropped weight leaves behind (`discard_pages`).
 
 glibc serves every allocation above its mmap threshold (128 KiB at first, raised adaptively) with
 a fresh mmap and returns it to the kernel when freed, so the [rows, vocabulary] tensors a step
@@ -22,12 +23,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import mmap
 import os
 
 import torch
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-MADV_HUGEPAGE = 14
+MADV_DONTNEED, MADV_HUGEPAGE = 4, 14
 HUGE_PAGE = 2 << 20
 _done = False
 _libc = None
@@ -55,19 +57,28 @@ def tune_malloc() -> bool:
     return bool(mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(M_TRIM_THRESHOLD, 1 << 30))
 
 
+def _madvise(start: int, end: int, advice: int) -> bool:
+    """madvise over [start, end) (page-aligned by the caller); False where it cannot be asked."""
+    madvise = getattr(_c_library(), "madvise", None)
+    if madvise is None or end <= start:
+        return False
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return madvise(start, end - start, advice) == 0
+
+
+def _inside(t: torch.Tensor, nbytes: int, page: int) -> tuple[int, int]:
+    """The whole `page`-sized pages inside t's first `nbytes` bytes of memory."""
+    start = t.data_ptr()
+    return -(-start // page) * page, (start + nbytes) // page * page
+
+
 def advise_huge_pages(t: torch.Tensor) -> bool:
     """Ask the kernel to back the whole 2 MiB pages inside `t`'s memory with huge pages; pages
     touched after this fault in as huge pages. False where it could not be asked (not Linux, a
     tensor under 2 MiB, huge pages off)."""
-    madvise = getattr(_c_library(), "madvise", None)
-    if madvise is None or t.device.type != "cpu" or os.environ.get("TTS_MALLOC") == "system":
+    if t.device.type != "cpu" or os.environ.get("TTS_MALLOC") == "system":
         return False
-    start = -(-t.data_ptr() // HUGE_PAGE) * HUGE_PAGE
-    end = (t.data_ptr() + t.numel() * t.element_size()) // HUGE_PAGE * HUGE_PAGE
-    if end <= start:
-        return False
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    return madvise(start, end - start, MADV_HUGEPAGE) == 0
+    return _madvise(*_inside(t, t.numel() * t.element_size(), HUGE_PAGE), MADV_HUGEPAGE)
 
 
 def huge_zeros(shape, dtype, device) -> torch.Tensor:
@@ -78,3 +89,17 @@ def huge_zeros(shape, dtype, device) -> torch.Tensor:
     t = torch.empty(shape, dtype=dtype)
     advise_huge_pages(t)
     return t.zero_()
+
+
+def discard_pages(tensor) -> int:
+    """Tell the kernel the whole pages inside `tensor`'s memory are no longer needed; returns the
+    bytes advised. For a tensor about to be dropped whose memory outlives it: transformers loads
+    safetensors weights as a private mapping of the file, shared by all of a model's tensors and
+    unmapped only when the last of them goes, so a dropped weight's pages would otherwise stay
+    resident (and in the RSS) for the model's life. Only pages wholly inside the tensor are
+    advised, so its neighbours are untouched; the caller must hold the only reference to it
+    (an advised private page reads back as the file's bytes, or zeros). Linux only; elsewhere 0."""
+    if not hasattr(mmap, "MADV_DONTNEED") or tensor.device.type != "cpu":
+        return 0
+    lo, hi = _inside(tensor, tensor.untyped_storage().nbytes(), mmap.PAGESIZE)
+    return hi - lo if _madvise(lo, hi, MADV_DONTNEED) else 0

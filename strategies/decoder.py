@@ -36,13 +36,19 @@ class Decoder:
         L = self.layers
         self.cache = KVCache(len(L), max_slots, L.n_kv, L.head_dim, self.max_positions, self.dtype, self.device)
         self.prefixes = PrefixStack(len(L), L.n_kv, L.head_dim, self.dtype, self.device)
-        # The decode step's products (see linear.py); the prefill keeps the modules, whose
-        # rounding transformers shares.
+        # The decode step's products (see linear.py). Packed (CPU), they replace the modules'
+        # weights, which are released (one copy of the model in memory; linear.py says how the
+        # model's own forward gets them back), so the prefill runs on them too. Other forms keep
+        # the modules for the prefill, whose rounding transformers shares.
         self.matmul = matmul if matmul != "auto" else default_matmul(self.device, self.dtype, compile)
-        self.mats = L.mats(self.matmul)
+        packed = self.matmul == "packed"
+        self.mats = L.mats(self.matmul, release=packed)
+        self.prefill_mats = self.mats if packed else [None] * len(L)
         if self.device.type == "cpu":
             cpu.tune_malloc()
         self.head = linear.head(self.matmul, self.lm_head)
+        if packed:   # a tied head is the embedding, which the input lookup still reads
+            linear.release(self.lm_head, keep=(self.embed,))
         self._pre, self._post = L.pre_attention, L.post_attention
         if compile:
             # one compiled function serves every layer (their weights are its inputs) and every
@@ -90,13 +96,13 @@ class Decoder:
         cos, sin = L.rotation(h, torch.arange(n, device=self.device))
         prefix: Prefix = []
         for i, layer in enumerate(L.layers):
-            q, k, v = L.pre_attention(layer, h, cos, sin)               # [n, heads, 1, hd]
+            q, k, v = L.pre_attention(layer, h, cos, sin, self.prefill_mats[i])   # [n, heads, 1, hd]
             q, k, v = (t[:, :, 0].transpose(0, 1)[None] for t in (q, k, v))  # [1, heads, n, hd]
             prefix.append((k[0].contiguous(), v[0].contiguous()))
             if i == len(L) - 1:
                 break  # the last layer's output feeds nothing: the prompt's last token is decoded next
             o = attention.causal(q, k, v, L.scaling)
-            h = L.post_attention(layer, h, o[0].transpose(0, 1).reshape(n, -1))
+            h = L.post_attention(layer, h, o[0].transpose(0, 1).reshape(n, -1), self.prefill_mats[i])
         return prefix
 
     # ----- prefix sharing -----------------------------------------------------------------

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from strategies import linear
 from strategies.models import eos_token_ids
 
 
@@ -61,10 +62,13 @@ def _left_padded(ids: list[list[int]], pad: int, device) -> tuple[torch.Tensor, 
     return inp, mask
 
 
-def _timed(run, device, warmup: bool) -> Timing:
+def _timed(run, model, warmup: bool) -> Timing:
     """Time run() -> tokens; with warmup, a first untimed pass. Seeded before each pass:
     generate() draws from torch's global generator, and since it decodes until the longest row
-    ends, its token count (and with it its tokens/s) repeats only if its samples do."""
+    ends, its token count (and with it its tokens/s) repeats only if its samples do. The weights
+    our packed decoder released (linear.py) come back before the timer, not inside it."""
+    linear.restore_model(model)
+    device = model.device
     setup = 0.0
     for timed in ([False, True] if warmup else [True]):
         torch.manual_seed(0)
@@ -93,7 +97,7 @@ def per_prompt(loaded, ids: list[list[int]], n: int, max_new: int, ignore_eos: b
             tokens += _count(out[:, inp.shape[1]:].tolist(), eos, ignore_eos)
         return tokens
 
-    return _timed(run, model.device, warmup)
+    return _timed(run, model, warmup)
 
 
 def batched(loaded, ids: list[list[int]], n: int, max_new: int, ignore_eos: bool, temperature: float,
@@ -116,4 +120,4 @@ def batched(loaded, ids: list[list[int]], n: int, max_new: int, ignore_eos: bool
             out = model.generate(inp, attention_mask=mask, **kw)
         return _count(out[:, inp.shape[1]:].tolist(), eos, ignore_eos)
 
-    return _timed(run, model.device, warmup)
+    return _timed(run, model, warmup)

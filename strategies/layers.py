@@ -84,9 +84,19 @@ class Layers:
         cos, sin = self.rotary(h[:, None, :], positions[:, None])
         return cos[:, None], signed_sin(sin[:, None])
 
-    def mats(self, kind: str) -> list[Mats]:
-        """Each layer's matrix products in one of linear.py's forms: module, weight_major, fused, packed."""
-        return [linear.MATS[kind](layer) for layer in self.layers]
+    def mats(self, kind: str, release: bool = False) -> list[Mats]:
+        """Each layer's matrix products in one of linear.py's forms: module, weight_major, fused,
+        packed. The unpacked forms read the modules' weights, so any a packed decoder released
+        come back first; `release` (packed only) drops each layer's dense weights as soon as that
+        layer is packed, so the process never holds more than one layer twice."""
+        out = []
+        for layer in self.layers:
+            if kind != "packed":
+                linear.restore(layer)
+            out.append(linear.MATS[kind](layer))
+            if release and kind == "packed":
+                linear.release(layer)
+        return out
 
     def pre_attention(self, layer, h, cos, sin, mats: Mats | None = None):
         """Norm, projections, q/k norms and rotary: q [N, heads, 1, hd], k and v [N, kv_heads, 1, hd].

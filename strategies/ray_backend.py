@@ -1,13 +1,19 @@
 """`--backend ray`: the runner's requests decoded by vLLM replicas on a Ray cluster, through Ray
 Data's vLLM stage (`ray.data.llm.vLLMEngineProcessorConfig` + `build_processor`).
 
-Requests are taken in chunks (`chunk_records` records, one Ray Data job each, so memory stays
-bounded and output streams chunk by chunk). Each record expands into its N traces, one dataset
-row per trace with the trace's prompt ids and its own sampling parameters, seeded exactly as
-`--backend vllm` seeds it (`trace_seed(seed, record id, sample index)`), so a trace's tokens do
-not depend on which replica ran it or what shared its batch. Ray Data's vLLM stage runs the rows
-on `replicas` engine replicas; the finished traces come back in any order and are grouped back
-per record, and the records are yielded in input order.
+The whole run is one Ray Data job: one dataset through one processor, so the `replicas` vLLM
+engines start once (a start is minutes on a CPU) and serve every record. Each record expands
+into its N traces, one dataset row per trace with the trace's prompt ids and its own sampling
+parameters, seeded exactly as `--backend vllm` seeds it (`trace_seed(seed, record id, sample
+index)`), so a trace's tokens do not depend on which replica ran it or what shared its batch.
+The rows are split into blocks of `chunk_records` records, the unit Ray Data's streaming
+executor moves through the replicas (with its own backpressure on the object store). The
+finished traces come back as they finish, in any order, and are grouped back per record; each
+record is yielded, in input order, as soon as it and every record before it are complete, so
+output streams and `--resume` works as with the other backends. The driver reads the whole
+input before the job starts (a Ray Data job's input is fixed when it starts) and keeps only the
+records not yet yielded. `close` writes the start-up count to stderr ("ray: 2 replicas started
+once for 3 chunks").
 
 Signals are the ones `--backend vllm` computes (`token_signals`, labelled in the run's `signals`):
 vLLM's top-20 raw log-probabilities per token, exact logprob/confidence, entropy and
@@ -25,7 +31,7 @@ Our own --engine-arg keys (removed before the rest go to vLLM):
   ray_num_cpus           CPUs of a local cluster started here (default: all)
   replicas               vLLM engine replicas (default 1)
   ray_batch_size         trace rows per batch sent to a replica (default 64)
-  chunk_records          input records per Ray Data job (default 256)
+  chunk_records          input records per block of the run's one Ray Data job (default 256)
   placement_group_config resources of one replica, as Ray Data's stage takes them (default: one
                          GPU per tensor/pipeline-parallel worker where the cluster has GPUs, else
                          one CPU)
@@ -34,11 +40,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import itertools
 import logging
 import os
 import sys
-from collections import namedtuple
+from collections import deque, namedtuple
 from typing import Iterator
 
 from strategies.backend import Backend, BackendUnavailable, Capabilities, decode_text
@@ -152,6 +157,7 @@ class RayBackend(Backend):
         self.tokens_generated = 0
         self._params = sampling_settings(generator, max_new_tokens, self.stop, ignore_eos, penalties)
         self._ray = ray
+        self.starts = self.chunks = 0   # replica start-ups (one per Ray Data execution), blocks of records
         self._started = self._start_ray(ray, own)
         self._processor = self._build_processor(ray, own)
 
@@ -221,18 +227,12 @@ class RayBackend(Backend):
 
     # ----- decoding -------------------------------------------------------------------------
     def run(self, requests) -> Iterator[Request]:
-        """Decode every request, a chunk of records per Ray Data job; yield them in input order."""
-        source = iter(requests)
-        while True:
-            chunk = list(itertools.islice(source, self.chunk_records))
-            if not chunk:
-                return
-            yield from self._run_chunk(chunk)
-
-    def _run_chunk(self, chunk: list[Request]) -> Iterator[Request]:
-        traces: list[Row] = []
+        """Decode every request in one Ray Data job (see the module doc); yield them in input order."""
+        pending: deque[Request] = deque()
+        traces: dict[int, Row] = {}
         items: list[dict] = []
-        for req in chunk:
+        for req in requests:
+            pending.append(req)
             if req.error is not None:
                 continue
             if req.inject is not None:
@@ -240,23 +240,22 @@ class RayBackend(Backend):
             req.rows = [Row(req, i, None, len(req.prompt_ids) - 1, [], []) for i in range(req.n)]
             for row in req.rows:
                 seed = trace_seed(self.seed, req.key, req.sample_offset + row.i)
-                items.append({"trace": len(traces), "tokenized_prompt": [int(t) for t in req.prompt_ids],
+                items.append({"trace": len(items), "tokenized_prompt": [int(t) for t in req.prompt_ids],
                               "sampling_params": {**self._params, "seed": seed}})
-                traces.append(row)
+                traces[len(traces)] = row
                 row.started = True
-        pending = iter(chunk)
-        head = next(pending, None)
+        self.chunks = -(-len(pending) // self.chunk_records)
         if items:
-            ds = self._processor(self._ray.data.from_items(items))
+            blocks = min(self.chunks, len(items))
+            ds = self._processor(self._ray.data.from_items(items, override_num_blocks=blocks))
+            del items   # the dataset holds them now
+            self.starts += 1   # this execution starts the stage's replicas; they serve every block
             for out in ds.iter_rows():
-                row = traces[int(out["trace"])]
-                self._fill(row, out)
-                while head is not None and head.done:
-                    yield head
-                    head = next(pending, None)
-        while head is not None:
-            yield head
-            head = next(pending, None)
+                self._fill(traces.pop(int(out["trace"])), out)
+                while pending and pending[0].done:
+                    yield pending.popleft()
+        while pending:
+            yield pending.popleft()
 
     def _fill(self, row: Row, out: dict) -> None:
         tokens = [int(t) for t in out["tokens"]]
@@ -287,8 +286,15 @@ class RayBackend(Backend):
     def text_of(self, row: Row) -> str:
         return decode_text(self.tokenizer, row.ids, self.stop)
 
+    def summary(self) -> str:
+        times = {0: "never", 1: "once"}.get(self.starts, f"{self.starts} times")
+        return (f"ray: {self.replicas} replica{'s' * (self.replicas != 1)} started {times} for "
+                f"{self.chunks} chunk{'s' * (self.chunks != 1)} of up to {self.chunk_records} records")
+
     def close(self) -> None:
-        """Disconnect from the cluster (a local one stops), unless Ray was running before."""
+        """Say how often the replicas started; disconnect from the cluster (a local one stops),
+        unless Ray was running before."""
+        print(f"tts: {self.summary()}", file=sys.stderr)
         if self._started:
             with contextlib.suppress(Exception), stdout_to_stderr():
                 self._ray.shutdown()

@@ -358,3 +358,125 @@ def test_rope_with_the_sign_moved_onto_sin_is_transformers_rope_bit_for_bit(dtyp
     want_q, want_k = apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1)
     c, s = cos[:, None], signed_sin(sin[:, None])
     assert torch.equal(rope(q, c, s), want_q) and torch.equal(rope(k, c, s), want_k)
+
+
+def _tensor_bytes(*roots) -> int:
+    """Bytes of the distinct tensors reachable from `roots` through attributes, containers and
+    closures (meta placeholders hold none); each storage counted once."""
+    import gc
+    import types
+
+    seen, found, stack = set(), {}, list(roots)
+    while stack:
+        o = stack.pop()
+        if id(o) in seen or isinstance(o, (type, types.ModuleType, str, bytes, int, float, bool)) or o is None:
+            continue
+        seen.add(id(o))
+        if isinstance(o, torch.Tensor):
+            if o.is_meta:
+                continue
+            if o.is_mkldnn:   # an opaque oneDNN buffer: its logical size
+                found[("mkldnn", id(o))] = o.numel() * o.element_size()
+            else:
+                st = o.untyped_storage()
+                found[st.data_ptr()] = max(found.get(st.data_ptr(), 0), st.nbytes())
+            continue
+        if isinstance(o, types.FunctionType):   # closures only: a function's globals are not its state
+            stack.extend(c.cell_contents for c in o.__closure__ or ())
+            continue
+        if isinstance(o, types.MethodType):
+            stack.append(o.__self__)
+            continue
+        stack.extend(gc.get_referents(o))
+    return sum(found.values())
+
+
+def _untied(model):
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+    model.config.tie_word_embeddings = False
+    return model
+
+
+@pytest.mark.parametrize("arch,tied", [("qwen2", True), ("llama", False)])
+def test_a_packed_decoder_holds_one_copy_of_the_weights(arch, tied):
+    """CPU: the packed copies replace the modules' weights (counted: every tensor reachable from
+    the model and the decoder's products is one copy of the model, plus the tied head's packed
+    copy of the embedding and the packed biases); the model's own forward gets the weights back
+    bit-equal, and a second decoder over the same model releases them again."""
+    from strategies import linear
+    from strategies.decoder import Decoder
+
+    if not linear.packing_available(torch.float32):
+        pytest.skip("this torch build has no oneDNN packed linear ops")
+    (ref, tok), (model, _) = tiny_model(arch, seed=6), tiny_model(arch, seed=6)
+    if not tied:
+        ref, model = _untied(ref), _untied(model)
+    one_copy = _tensor_bytes(ref)
+    assert one_copy == sum(t.numel() * t.element_size() for t in list(ref.parameters()) + list(ref.buffers()))
+    embed = ref.get_input_embeddings().weight
+    biases = sum(m.bias.numel() * 4 for m in ref.modules() if isinstance(m, torch.nn.Linear) and m.bias is not None)
+    dec = Decoder(model, 4, matmul="packed")
+    held = _tensor_bytes(model, dec.mats, dec.head)
+    assert held == one_copy + (embed.numel() * 4 if tied else 0) + biases
+    released = [m.weight for layer in model.model.layers for m in layer.modules() if isinstance(m, torch.nn.Linear)]
+    assert released and all(w.is_meta for w in released)
+    assert model.lm_head.weight.is_meta != tied
+
+    # the decoder's prefill + decode against transformers' forward on the untouched twin; the packed
+    # products round differently from F.linear in float32 (different blocking), hence the tolerance
+    ids = torch.tensor(chat_ids(tok, "What is two plus two?"))
+    dec.cache.write_prefix(0, dec.prefill(ids[:-1]))
+    logits = dec.decode(dec.embed_tokens(ids[-1:]), torch.tensor([len(ids) - 1]))
+    with torch.no_grad():
+        want = ref(ids[None]).logits[0, -1:]
+        got = model(ids[None]).logits[0, -1:]   # the hooks restore the weights first
+    torch.testing.assert_close(logits, want, atol=1e-4, rtol=1e-4)
+    assert torch.equal(got, want)
+    for (name, a), b in zip(model.named_parameters(), ref.parameters()):
+        assert not a.is_meta and torch.equal(a, b), name
+    again = Decoder(model, 4, matmul="packed")   # the shared-model case: released again, same products
+    assert _tensor_bytes(model, again.mats, again.head) == held
+    torch.testing.assert_close(again.decode(again.embed_tokens(ids[-1:]), torch.tensor([0])),
+                               dec.decode(dec.embed_tokens(ids[-1:]), torch.tensor([0])), atol=0, rtol=0)
+
+
+def _mapped_rss(path: str) -> int:
+    """Resident bytes of this process's mappings of the file at `path` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        head = line.split()
+        if not head[0].endswith(":"):
+            inside = len(head) > 5 and head[5] == path
+        elif inside and head[0] == "Rss:":
+            total += int(head[1]) * 1024
+    return total
+
+
+def test_released_weights_leave_the_memory_of_a_mapped_checkpoint(tmp_path):
+    """transformers maps a safetensors checkpoint into memory; a released weight's pages must leave
+    the process even though the embedding keeps the mapping alive (measured in /proc/self/smaps)."""
+    import mmap
+    import os
+
+    from transformers import AutoModelForCausalLM
+
+    from strategies import linear
+    from strategies.decoder import Decoder
+
+    if not os.path.exists("/proc/self/smaps") or not linear.packing_available(torch.float32):
+        pytest.skip("needs Linux's /proc and oneDNN packing")
+    model, _ = tiny_model("llama", seed=1, hidden=256)
+    model.save_pretrained(tmp_path)
+    del model
+    model = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    path = str(tmp_path / "model.safetensors")
+    with torch.no_grad():   # touch every page, as packing does
+        for p in model.parameters():
+            p.sum()
+    kept = [t for name, t in model.named_parameters() if "proj" not in name]
+    if _mapped_rss(path) < sum(p.numel() * 4 for p in model.parameters()):
+        pytest.skip("this transformers copies the checkpoint instead of mapping it")
+    Decoder(model, 2, matmul="packed")
+    # what stays: the tensors not released, plus at most the two part-pages at each released weight's ends
+    limit = sum(t.numel() * 4 for t in kept) + 2 * mmap.PAGESIZE * (len(list(model.parameters())) + 1)
+    assert _mapped_rss(path) <= limit

@@ -254,6 +254,80 @@ def test_deepprune_fields_and_votes(tiny):
         assert len(reps) == rec["prune"]["clusters"]
 
 
+@register
+class SameOpening:
+    """A scripted judge: two prefixes are 'the same' when their first 4 characters are."""
+    name = "test-opening"
+
+    def __init__(self, settings, loaded=None):
+        pass
+
+    def score(self, pairs):
+        return [float(a[:4] == b[:4]) for a, b in pairs]
+
+
+def text_record(tok, texts):
+    """A stored unpruned record whose samples are `texts` (one byte per token)."""
+    rec = record([[1.0] * len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts])
+    for s, t in zip(rec["samples"], texts):
+        s["trace"]["ids"] = tok(t, add_special_tokens=False)["input_ids"]
+        s["text"] = t
+    return rec
+
+
+# samples 0, 2, 3, 5 open with "aaaa", samples 1 and 4 with "bbbb"
+MIXED = ["aaaa so the answer is 3", "bbbb then 5", "aaaa thus 3 it is", "aaaa 3", "bbbb the answer is 5!", "aaaa so 3"]
+
+
+def prune_texts(tok, texts, **options):
+    ctl = build(settings("deepprune", judge="test-opening", prefix="tokens:4", **options))
+    return next(replay([text_record(tok, texts)], tok, ctl, batch_size=len(texts)))
+
+
+def test_default_survivors_are_the_papers_largest_cluster(tiny):
+    """The paper's rule, counted by hand: clusters {0, 2, 3, 5} and {1, 4}; the largest finishes
+    and votes, the other stops once every prefix (4 tokens) is in."""
+    _, tok = tiny
+    out = prune_texts(tok, MIXED)
+    finished = {s["i"] for s in out["samples"] if s["finish"] != "pruned"}
+    assert finished == {0, 2, 3, 5}
+    full = [len(t) for t in MIXED]
+    for s in out["samples"]:
+        assert s["n_tokens"] == (full[s["i"]] if s["i"] in finished else 4)
+    assert out["prune"]["tokens_saved"] == (full[1] - 4) + (full[4] - 4)
+    # our other setting: one trace per cluster, the first of each
+    reps = prune_texts(tok, MIXED, survivors="representatives")
+    assert {s["i"] for s in reps["samples"] if s["finish"] != "pruned"} == {0, 1}
+
+
+def test_a_redundant_pool_keeps_k2_traces(tiny):
+    """Every trace opens alike: one cluster. The paper's rule finishes k* = min(|c_max|, K2) of it
+    (the first ones; K2 = 20 by default), so a pool larger than K2 saves the rest."""
+    _, tok = tiny
+    pool = [f"aaaa {'so ' * (i % 3)}the answer is 3" for i in range(23)]
+    full = [len(t) for t in pool]
+    out = prune_texts(tok, pool)
+    assert [s["finish"] != "pruned" for s in out["samples"]] == [True] * 20 + [False] * 3
+    assert out["prune"]["tokens_saved"] == sum(n - 4 for n in full[20:])
+    small = pool[:5]
+    two = prune_texts(tok, small, k2=2)
+    assert [s["finish"] != "pruned" for s in two["samples"]] == [True, True, False, False, False]
+    assert two["prune"]["tokens_saved"] == sum(n - 4 for n in full[2:5])
+    everything = prune_texts(tok, pool, k2=0)                       # --k2 0: all of the cluster
+    assert all(s["finish"] != "pruned" for s in everything["samples"]) and everything["prune"]["tokens_saved"] == 0
+
+
+def test_classifier_runs_record_the_judge_input():
+    from strategies.pruners.deepprune import DeepPrune
+
+    def recorded(**kw):
+        return DeepPrune(None, settings("deepprune", judge="classifier", judge_model="ckpt", **kw)).run_fields()["prune"]
+
+    assert recorded()["judge_template"] is None                  # null: the tokenizer's text pair
+    assert recorded(judge_template="1: {a} 2: {b}")["judge_template"] == "1: {a} 2: {b}"
+    assert "judge_template" not in DeepPrune(None, settings("deepprune")).run_fields()["prune"]
+
+
 # ----- aggregation and evaluation -------------------------------------------------------------
 
 def test_aggregators_ignore_stopped_samples_and_eval_counts_their_tokens():
@@ -464,15 +538,16 @@ def test_deepconf_consensus_groups_equivalent_answers(tiny):
     assert len(out["samples"]) == 2 and out["skipped"] == 4
 
 
-def test_deepprune_default_stops_a_redundant_pool(tiny):
+def test_representatives_stop_a_redundant_pool_but_its_first_trace(tiny):
     _, tok = tiny
-    # eight traces that say the same thing: one cluster; the paper's rule lets its first member
-    # finish and stops every trace that joined it (lockstep batch: all stop at the 4-token prefix)
+    # eight traces that say the same thing: one cluster; --survivors representatives lets its first
+    # member finish and stops every trace that joined it (lockstep batch: all stop at the 4-token prefix)
     text = "First add 3 and 4, so the answer is 7."
     n, k = 8, 4
     rec = {"id": "p", "samples": [answer_sample(tok, text, 3.0, i) for i in range(n)], "run": {"seed": 0}}
     full = n * len(tok(text, add_special_tokens=False)["input_ids"])
-    out = next(replay([rec], tok, build(settings("deepprune", prefix=f"tokens:{k}")), batch_size=n))
+    out = next(replay([rec], tok, build(settings("deepprune", prefix=f"tokens:{k}", survivors="representatives")),
+                      batch_size=n))
     length = full // n
     assert [s["finish"] for s in out["samples"]] == ["stop"] + ["pruned"] * (n - 1)
     assert out["prune"]["tokens"] == length + (n - 1) * k

@@ -92,3 +92,57 @@ def test_rows_rebuilt_from_the_stage_output_carry_vllm_backends_signals():
 ])
 def test_finish_reason_recovered_from_the_trace(tokens, stop, ignore_eos, finish):
     assert _driver(3, stop, ignore_eos).finish_of(tokens) == finish
+
+
+class _Stage:
+    """A stand-in for Ray Data's vLLM stage, faithful in what this test counts: every execution of
+    a processed dataset starts the stage's replicas (Ray Data's actor pool lives as long as one
+    execution), and finished traces come back lazily, in an order of their own."""
+
+    def __init__(self, replicas: int):
+        self.replicas, self.starts, self.emitted = replicas, 0, 0
+
+    def from_items(self, items, override_num_blocks=None):
+        return list(items)
+
+    def __call__(self, items):
+        stage = self
+
+        class Processed:
+            def iter_rows(self):
+                stage.starts += stage.replicas
+                for item in sorted(items, key=lambda it: (it["trace"] % 3, it["trace"])):  # not input order
+                    stage.emitted += 1
+                    prompt = item["tokenized_prompt"]   # a trace's tokens: its prompt's, offset by its seed
+                    toks = [(t + item["sampling_params"]["seed"]) % 40 + 3 for t in prompt[:2]]
+                    yield _postprocess({"trace": item["trace"], "generated_tokens": toks,
+                                        "logprobs": [{t: {"logprob": -0.5, "rank": 1}} for t in toks]})
+        return Processed()
+
+
+def test_replicas_start_once_for_a_run_of_several_chunks(capsys):
+    """7 records in chunks of 3: one Ray Data execution for the whole run (the replicas start once,
+    not once per chunk), records still in input order and yielded as soon as they and those before
+    them are complete, each trace seeded as --backend vllm seeds it."""
+    from types import SimpleNamespace as NS
+
+    from strategies.rng import trace_seed
+
+    stage = _Stage(replicas=2)
+    b = _driver(max_tokens=5)
+    b._processor, b._ray, b._params = stage, NS(data=stage), {"temperature": 1.0}
+    b.seed, b.replicas, b.chunk_records, b.starts, b.chunks, b._started = 11, 2, 3, 0, 0, False
+    reqs = [Request(key=f"r{k}", prompt_ids=[k + 3, k + 4, k + 5], n=2) for k in range(7)]
+    got, emitted_at = [], []
+    for req in b.run(iter(reqs)):
+        got.append(req)
+        emitted_at.append(stage.emitted)
+    assert [r.key for r in got] == [r.key for r in reqs]
+    assert stage.starts == 2   # 2 replicas, started once
+    assert emitted_at[0] < 14   # the first record came out before the last trace finished
+    for req in got:
+        for row in req.rows:
+            seed = trace_seed(11, req.key, row.i)
+            assert row.ids == [(t + seed) % 40 + 3 for t in req.prompt_ids[:2]] and row.finish == STOP
+    b.close()
+    assert "ray: 2 replicas started once for 3 chunks" in capsys.readouterr().err

@@ -45,8 +45,11 @@ def greedy_clusters(n: int, score: Callable[[Pairs], Sequence[float]], *, k1: in
 def survivors(clusters: list[list[int]], policy: str, k2: int = 0) -> set[int]:
     """The samples that finish.
 
-    largest: the first `k2` members (all when k2 = 0) of the largest cluster (the earliest of
-    equally large ones); when every cluster is a singleton, everything (ordinary sampling).
+    largest (the paper's rule): the first `k2` members (all when k2 = 0) of the largest cluster
+    (the earliest of equally large ones); when every cluster is a singleton, everything (ordinary
+    sampling). The paper lets the "top" k* = min(|c_max|, K2) traces of the cluster finish
+    (its figure: "sample q traces"); a prompt's samples are independent draws in no meaningful
+    order, so the first k2 members are such a sample, without a random choice of their own.
     representatives: the first member of every cluster (its vote counts with the cluster's size).
     """
     if policy == "representatives":

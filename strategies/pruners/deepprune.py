@@ -5,6 +5,14 @@ While a prompt waits for its slowest row to reach the prefix, its faster rows ke
 (the seam has no pause); with all of a prompt's rows in the batch together that wait is short.
 Non-survivors that had already finished by then are marked `pruned` as well, so that the vote
 is over the survivors only whatever the timing.
+
+Which traces finish, by default, is the paper's rule as its pipeline figure draws it (project page
+https://deepprune.github.io, figure "Overview of the DeepPrune framework", step 4: c_max = the
+largest cluster, q of its traces continue reasoning, the final answer is the majority vote of
+their q answers); `--k2` is q, k* = min(|c_max|, K2) with K2 = 20 in the paper (arXiv v1, as a
+reading note of it quotes; the paper's own text was not reachable here). `--survivors
+representatives` is the paper's other setting (one trace per cluster, reported for pass@k in its
+τ table).
 """
 from __future__ import annotations
 
@@ -43,17 +51,21 @@ class DeepPrune(Controller):
         "k1": Option(10, int, "members of each cluster a new trace is compared with (seeded random choice)."),
         "tau": Option(0.5, float, "a trace joins the best cluster when its mean judge score exceeds this."),
         "max_clusters": Option(32, int, "most clusters per prompt (then traces join the best one)."),
-        "survivors": Option("representatives", str, "representatives (the first trace of each cluster "
-                            "finishes, voting with its cluster size; a trace that joins a cluster stops, "
-                            "as in the paper) | largest (the largest cluster finishes, up to --k2).",
-                            ("representatives", "largest")),
-        "k2": Option(0, int, "--survivors largest: traces of the largest cluster finished (0 = all)."),
+        "survivors": Option("largest", str, "largest (default, the paper's rule: the traces of the largest "
+                            "cluster finish, up to --k2, and are majority-voted; every other trace stops; if "
+                            "every cluster is a single trace, all finish) | representatives (the first trace "
+                            "of each cluster finishes, voting with its cluster size: the paper's one-trace-"
+                            "per-cluster setting, which it reports for pass@k).",
+                            ("largest", "representatives")),
+        "k2": Option(20, int, "--survivors largest: the most traces of the largest cluster that finish, "
+                     "its first ones (the paper's K2 = 20, see docs/pruning.md; 0 = all)."),
         "ngram": Option(3, int, "ngram judge: n of the word n-grams."),
         "judge_model": Option(None, str, "llm judge: model (default: the generator's); classifier: a "
                               "local checkpoint dir."),
         "judge_labels": Option("1", str, "classifier judge: index or name of the label meaning 'same answer'."),
         "judge_template": Option(None, str, "classifier judge: one input text made from the two prefixes, "
-                                 "{a} and {b} marking them [default: the two prefixes as a text pair]."),
+                                 "{a} and {b} marking them [default: the two prefixes as a text pair; the "
+                                 "released judge's training template was not found, see docs/pruning.md]."),
     }
 
     @staticmethod
@@ -96,7 +108,8 @@ class DeepPrune(Controller):
             out["ngram"] = s.ngram
         if s.judge in ("llm", "classifier"):
             out["judge_model"] = s.judge_model
-        if s.judge == "classifier" and s.judge_template is not None:
+        if s.judge == "classifier":
+            # which input the judge read: the template, or null for the tokenizer's text pair
             out["judge_template"] = s.judge_template
         return {"prune": out}
 

@@ -1,11 +1,13 @@
-"""A local Hugging Face sequence-classification checkpoint scoring the two prefixes as a text
-pair (the form of the released DeepPrune judge). The score is the softmax probability of the
-label that means "same answer": `--judge-labels` gives its index or its name in the config's
+"""A local Hugging Face sequence-classification checkpoint (the released DeepPrune judge is one,
+pipeline `text-classification`) scoring two prefixes. The score is the softmax probability of
+the label that means "same answer": `--judge-labels` gives its index or its name in the config's
 id2label (default index 1).
 
 Input: by default the two prefixes as a text pair (the tokenizer joins them with its own
 separator); `--judge-template` gives one text instead, `{a}` and `{b}` standing for the
-prefixes, for a checkpoint trained on a prompt format of its own.
+prefixes, for a checkpoint trained on a prompt format of its own. The released judge's training
+template (its LLaMA-Factory data) could not be read, so the pair stays the default
+(docs/pruning.md, "Where this differs from the reference").
 """
 from __future__ import annotations
 
