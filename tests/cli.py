@@ -16,7 +16,9 @@ class Result:
     stderr: str
 
     def records(self):
-        return [orjson.loads(line) for line in self.stdout.splitlines() if line.strip()]
+        # JSONL lines end at "\n" only: str.splitlines() would also split inside a record's text
+        # at the Unicode line separators (\x85, \u2028, ...) a sampled token may hold
+        return [orjson.loads(line) for line in self.stdout.split("\n") if line.strip()]
 
 
 def tts(*args, input: str | None = None) -> Result:

@@ -107,7 +107,7 @@ def test_online_decisions_equal_the_replay_on_a_tiny_model():
     from strategies.models import load
     from strategies.runner import GenerateOptions, generate
 
-    loaded = load("tiny-random")
+    loaded = load("tiny-random", dtype="float32")   # see test_cli_generate_prune_and_replay
 
     def parity(text, finish):  # a scripted answer: the text length's parity (both runs see the same text)
         return str(len(text) % 2)
@@ -131,7 +131,8 @@ def test_cli_adaptive_online_equals_tts_prune_replay(tmp_path):
 
     inp = tmp_path / "p.jsonl"
     inp.write_text("".join(f'{{"id": {k}, "prompt": "q{k}"}}\n' for k in range(3)))
-    common = ("--model", "tiny-random", "-n", "6", "--max-new-tokens", "5", "--seed", "3", "--trace", "--quiet")
+    common = ("--model", "tiny-random", "-n", "6", "--max-new-tokens", "5", "--seed", "3", "--trace", "--quiet",
+              "--dtype", "float32")   # online and replayed runs batch rows differently: float32 only
     online = tts("generate", inp, *common, "--adaptive", "esc:2")
     assert online.code == 0, online.stderr
     full = tmp_path / "full.jsonl"

@@ -63,7 +63,10 @@ def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path, monkeypatch):
     err = r.stderr.splitlines()
     assert "\r" not in r.stderr
     start = err[0]
-    for field in ("model=tiny-random", "device=cpu", "dtype=float32", "records=4", "samples=2"):
+    from strategies.models import pick_dtype
+
+    dtype = str(pick_dtype("auto", "cpu")).removeprefix("torch.")   # --dtype auto: this CPU's choice
+    for field in ("model=tiny-random", "device=cpu", f"dtype={dtype}", "records=4", "samples=2"):
         assert field in start
     prog = [x for x in err[1:-1] if re.match(r"tts: \d+/4 records, \d+/8 samples, \d+ tokens, [\d.]+ tok/s", x)]
     assert prog and len(prog) == len(err) - 2

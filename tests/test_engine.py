@@ -480,3 +480,43 @@ def test_released_weights_leave_the_memory_of_a_mapped_checkpoint(tmp_path):
     # what stays: the tensors not released, plus at most the two part-pages at each released weight's ends
     limit = sum(t.numel() * 4 for t in kept) + 2 * mmap.PAGESIZE * (len(list(model.parameters())) + 1)
     assert _mapped_rss(path) <= limit
+
+
+def test_bf16_signals_are_float32_exact_functions_of_the_bf16_logits():
+    """In bfloat16 the model runs in bfloat16 and the signals are computed in float32 from its
+    logits: each recorded signal equals a float64 computation from the very logits the step
+    produced, and those logits are a bfloat16 teacher-forced pass's up to bfloat16 rounding."""
+    model, tok = tiny_model("llama", seed=2)
+    model = model.to(torch.bfloat16)
+    eng = Engine(model, tok, Discrete(DiscreteParams(temperature=1.0)), batch_size=4, max_new_tokens=12, seed=1)
+    seen = []
+    forward = eng.forward
+
+    def spy(active):
+        logits, sig = forward(active)
+        seen.append(([(id(r), len(r.ids)) for r in active], logits.double().clone()))
+        return logits, sig
+
+    eng.forward = spy
+    prompt = chat_ids(tok, "What is two plus two?")
+    (req,) = eng.run([Request(key=0, prompt_ids=prompt, n=3)])
+    V = len(tok)
+    by_row = {}
+    for keys, logits in seen:
+        for b, key in enumerate(keys):
+            by_row[key] = logits[b, :V]
+    checked = 0
+    for row in req.rows:
+        ref = teacher_forced_logits(model, prompt, row.ids)[:, :V]
+        for t, tok_id in enumerate(row.ids):
+            z = by_row[(id(row), t)]
+            assert z.dtype == torch.float64 and torch.equal(z, z.float().bfloat16().double())  # bf16 values
+            lp = torch.log_softmax(z, -1)
+            assert row.logprob[t] == pytest.approx(lp[tok_id].item(), abs=1e-5)
+            assert row.entropy[t] == pytest.approx(-(lp.exp() * lp).sum().item(), abs=1e-5)
+            assert row.self_certainty[t] == pytest.approx(-math.log(V) - lp.mean().item(), abs=1e-5)
+            assert row.confidence[t] == pytest.approx(-lp.topk(20).values.mean().item(), abs=1e-5)
+            # the teacher-forced bfloat16 pass: the same logits up to bfloat16 rounding of the way there
+            torch.testing.assert_close(z, ref[t], atol=0.05 * float(ref[t].abs().max()), rtol=0)
+            checked += 1
+    assert checked == 36

@@ -114,7 +114,7 @@ def test_cli_top_logprobs_against_teacher_forcing(tiny):
     model, tok = tiny
     K = 5
     r = tts("generate", "--model", "tiny-random", "--device", "cpu", "--max-new-tokens", "10", "--quiet", "-n", "2", "--seed", "3",
-            "--top-logprobs", K, input=orjson.dumps({"prompt": PROMPTS[1]}).decode() + "\n")
+            "--top-logprobs", K, "--dtype", "float32", input=orjson.dumps({"prompt": PROMPTS[1]}).decode() + "\n")
     assert r.code == 0, r.stderr
     (rec,) = r.records()
     assert rec["run"]["top_logprobs"] == K

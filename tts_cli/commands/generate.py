@@ -13,6 +13,7 @@ from strategies.generators.params import SoftCoTParams, SoftParams
 from tts_cli.commands import _prune_opts as P
 from tts_cli.commands import _search_opts as S
 from strategies.jsonl import InputError
+from strategies.models import DTYPE_HELP
 
 DISCRETE, SOFT_THINKING = sampling_defaults("discrete"), sampling_defaults("soft")
 SOFT = "Soft thinking (--mode soft)"
@@ -97,7 +98,7 @@ def generate(
                                      rich_help_panel=IO, help="fail: stop with an error naming the line; skip: write the record with an 'error' field and go on."),
     resume: bool = typer.Option(False, "--resume", rich_help_panel=IO, help="Skip ids already in --output and append to it."),
     device: str = typer.Option("auto", "--device", rich_help_panel=MODEL, help="auto | cpu | cuda (auto: cuda when available)."),
-    dtype: str = typer.Option("auto", "--dtype", rich_help_panel=MODEL, help="auto | float32 | bfloat16 | float16 (auto: bfloat16 on CUDA, float32 on CPU)."),
+    dtype: str = typer.Option("auto", "--dtype", rich_help_panel=MODEL, help=DTYPE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", rich_help_panel=IO, help="No progress bar (it is also off when stderr is not a terminal)."),
     compile: bool = typer.Option(False, "--compile", rich_help_panel=MODEL, help="torch.compile the decode step's layers: about 1.3x faster "
                                  "decoding on CUDA after a one-off compile (~7 s there); no gain on CPU. "
@@ -285,6 +286,10 @@ def generate(
         print(tally.line(), file=sys.stderr)
     if resume:
         print(f"tts: --resume: skipped {selection.skipped} records already in {output}", file=sys.stderr)
+        if selection.skipped and loaded.dtype != "float32":
+            print(f"tts: --resume: in {loaded.dtype} a resumed record can differ from an uninterrupted run's "
+                  "(rounding depends on the rows batched together); --dtype float32 resumes exactly",
+                  file=sys.stderr)
 
 
 def show_first_prompt(records, model: str, opts, load_tokenizer) -> None:

@@ -215,7 +215,7 @@ def load_reward_model(name: str, kind: str | None = None, device: str = "auto", 
 
     try:
         device = pick_device(device)
-        torch_dtype = pick_dtype(dtype, device)
+        torch_dtype = pick_dtype(dtype, device, sampler=False)
     except ModelNotFound as e:
         raise RewardModelError(str(e)) from None
     loc = locate(name)
