@@ -9,7 +9,8 @@ data=${DATA:-../shared/data/mawps_multiarith.jsonl}
 [ -f "$data" ] || { echo "experiments.sh: no $data; set DATA=<MultiArith file in the MAWPS format>" >&2; exit 2; }
 tts data mawps "$data" --limit 100 > "$out/prompts100.jsonl"
 head -50 "$out/prompts100.jsonl" > "$out/prompts50.jsonl"
-T=(--temperature 0.6 --top-p 0.95 --top-k 30 --min-p 0.001 --max-new-tokens 160 --seed 0 --quiet --batch-size 128)
+# float32: the figures in docs/experiments.md were made in it
+T=(--temperature 0.6 --top-p 0.95 --top-k 30 --min-p 0.001 --max-new-tokens 160 --seed 0 --quiet --batch-size 128 --dtype float32)
 SOFT=(--mode soft --soft-budget 96 --think-end $'\nThe final answer is')
 tts generate "$out/prompts100.jsonl" -n 16 "${T[@]}" -o "$out/discrete16.jsonl" --resume
 tts generate "$out/prompts50.jsonl" -n 8 "${T[@]}" "${SOFT[@]}" --noise none -o "$out/soft_none.jsonl" --resume

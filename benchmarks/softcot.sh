@@ -14,7 +14,8 @@ tts data mawps ../shared/data/mawps_multiarith.jsonl --limit "$P" > "$out/mawps$
 [ -s "$out/proj.safetensors" ] || /usr/bin/time -f "%e s wall" tts softcot train ../shared/data/gsm8k_test.jsonl \
   --skip 1000 --limit "$TRAIN" -o "$out/proj.safetensors" --epochs 1 --chains 4 --contrastive-weight 0.1 \
   --quiet 2> "$out/train.time"
-G=(-n "$N" --max-new-tokens "$MAX" --seed 0 --quiet)
+# float32: the figures in docs/softcot.md were made in it
+G=(-n "$N" --max-new-tokens "$MAX" --seed 0 --quiet --dtype float32)
 run() { local name=$1; shift
   [ -s "$out/$name.jsonl" ] || /usr/bin/time -f "%e s wall" tts generate "$out/mawps$P.jsonl" "${G[@]}" "$@" \
     -o "$out/$name.jsonl" 2> "$out/$name.time"; }
