@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import torch
 
-from strategies.cpu import huge_zeros
-
 Prefix = list[tuple[torch.Tensor, torch.Tensor]]   # per layer: keys, values [kv_heads, L, head_dim]
 
 
@@ -42,7 +40,7 @@ class KVCache:
         for store in (self.k, self.v):
             grown = []
             for i in range(self.layers):
-                t = huge_zeros(shape, self.dtype, self.device)
+                t = torch.zeros(shape, dtype=self.dtype, device=self.device)
                 if store:
                     t[:, :, : self.capacity] = store[i]
                 grown.append(t)
