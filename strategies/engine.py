@@ -125,10 +125,10 @@ class Engine(Backend):
 
     def place(self, row: Row, active: list[Row]) -> None:
         """Give a row the next free slot: its prompt's keys/values are copied in (a resumed or
-        forked row's own keys/values so far, under a search)."""
+        forked row's own keys/values after the prompt, under a search)."""
         if row.snapshot is not None:
-            self.decoder.cache.write_prefix(len(active), row.snapshot)
-            row.snapshot = None
+            self.decoder.cache.write_slot(len(active), prompt_length(row.req), row.snapshot)
+            row.snapshot, row.bare = None, True   # the prompt is copied in only if a step reads it
             active.append(row)
             row.started = True
             return
@@ -139,21 +139,23 @@ class Engine(Backend):
         row.started = True
         row.req.unplaced -= 1
 
-    # A paused row's keys/values are copied out of its slot into a snapshot, and copied back into
-    # whichever slot it resumes in, rather than keeping its slot reserved: Backend.run's batch is
-    # the dense slots 0..B-1 (a decode step works on plain views of the cache, never a gather), so
-    # a reserved slot would have to sit outside that range, or be decoded as a dead row every
-    # step. The copy is the same one placing a prompt's rows does (write_prefix), once per
-    # step boundary — a search step is tens of tokens, each of which reads the whole cache anyway
-    # — and forks then cost nothing more: every copy is placed from the one snapshot.
+    # A paused row's own keys/values (the positions after its prompt) are copied out of its slot
+    # into a snapshot, and copied back into whichever slot it resumes in, rather than keeping its
+    # slot reserved: Backend.run's batch is the dense slots 0..B-1 (a decode step works on plain
+    # views of the cache, never a gather), so a reserved slot would have to sit outside that
+    # range, or be decoded as a dead row every step. The prompt itself stays in the request's
+    # shared prefix (kept until nothing of the request can resume): a resumed row reads it there
+    # like any other row of its prompt, and only a step that cannot share copies it into the slot
+    # (_unshare). Forks cost nothing more: every copy is placed from the one snapshot.
     def _park(self, row: Row, slot: int) -> None:
-        row.snapshot = self.decoder.cache.read_slot(slot, row.pos)
+        row.snapshot = self.decoder.cache.read_slot(slot, prompt_length(row.req), row.pos)
 
     def _rng(self, req: Request, i: int):
         return row_rng(self.seed, req.key, req.sample_offset + i)
 
     def _moved(self, src: int, dst: int, row: Row) -> None:
-        self.decoder.cache.move_slot(src, dst, row.pos)
+        start = prompt_length(row.req) if row.bare else 0
+        self.decoder.cache.move_slot(src, dst, start, row.pos)
         if self.penalties is not None:
             self.penalties.move(src, dst)
 
@@ -277,8 +279,10 @@ class Engine(Backend):
     SHARE_MIN_ROWS = 4
 
     def _shared(self, active: list[Row]) -> SharedPrefixes | None:
+        """The step's prompt groups (rows of one request read its prefix once), or None: every
+        row reads its prompt from its own slot."""
         if not self.share_prefix:
-            return None
+            return self._unshare(active)
         groups: dict[int, list[int]] = {}
         for b, r in enumerate(active):
             groups.setdefault(id(r.req), []).append(b)
@@ -287,12 +291,26 @@ class Engine(Backend):
         prefixes = [active[rs[0]].req.prefix for rs in rows]
         if len(active) < self.SHARE_MIN_ROWS * len(rows) or not all(prefixes):
             self.decoder.unshare()
-            return None
+            return self._unshare(active)
         return self.decoder.share(prefixes, rows, len(active))
+
+    def _unshare(self, active: list[Row]) -> None:
+        """A step without prefix sharing: resumed rows (search only) get their prompt copied in."""
+        if self.searching:
+            for b, r in enumerate(active):
+                if r.bare:
+                    self.decoder.cache.write_prefix(b, r.req.prefix)
+                    r.bare = False
+        return None
 
     # ----- results ---------------------------------------------------------------------
     def text_of(self, r: Row) -> str:
         return decode_text(self.tokenizer, r.ids, self.stop)
+
+
+def prompt_length(req: Request) -> int:
+    """Cache positions a request's shared prefix covers (its prompt but the last token)."""
+    return req.prefix[0][0].shape[1] if req.prefix else 0
 
 
 def to_host(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:

@@ -152,3 +152,53 @@ def test_search_refuses_penalties(tiny):
     with pytest.raises(ValueError, match="penalties"):
         Engine(model, tok, Discrete(DiscreteParams(1.0)), controller=ContinueAll(),
                penalties=Penalties(repetition=1.2))
+
+
+@pytest.mark.parametrize("sharing", ["always", "never"])
+def test_forked_rows_read_the_shared_prompt_and_match_a_fresh_prefill(tiny, sharing):
+    """A resumed or forked row's slot holds only its own continuation: with prefix sharing it
+    reads the prompt from its request's shared prefix (the slot's prompt positions are overwritten
+    with garbage, so reading them would show; finite, since masked-out positions are still
+    multiplied through), without sharing the prompt is copied in first. Either
+    way its next logits equal a teacher-forced pass over prompt + its tokens."""
+    model, tok = tiny
+    ctl = ForkFirst()
+    eng = Engine(model, tok, Discrete(DiscreteParams(1.0)), batch_size=8, max_new_tokens=30, seed=1,
+                 controller=ctl)
+    if sharing == "always":
+        eng.SHARE_MIN_ROWS = 0
+    else:
+        eng.share_prefix = False
+    seen, grouped = {}, []
+    forward, shared = eng.forward, eng._shared
+    cache = eng.decoder.cache
+
+    def spy_shared(active):
+        out = shared(active)
+        grouped.append(out is not None)
+        return out
+
+    def spy(active):
+        for b, r in enumerate(active):
+            if r.bare:
+                n = r.req.prefix[0][0].shape[1]
+                with torch.inference_mode():
+                    for t in cache.k + cache.v:
+                        t[b, :, :n] = 50.0
+        logits, sig = forward(active)
+        for b, r in enumerate(active):
+            if r.req.key in ctl.forked and len(r.ids) == len(ctl.forked[r.req.key][1]):
+                seen.setdefault((r.req.key, r.i), (logits[b].clone(), grouped[-1]))
+        return logits, sig
+
+    eng.forward, eng._shared = spy, spy_shared
+    reqs = [Request(key=k, prompt_ids=chat_ids(tok, p), n=4) for k, p in enumerate(PROMPTS)]
+    done = list(eng.run(reqs))
+    assert len(seen) == 3 * len(PROMPTS)
+    assert all(was_shared == (sharing == "always") for _, was_shared in seen.values())
+    for req in done:
+        _, ids = ctl.forked[req.key]
+        with torch.no_grad():
+            ref = model(torch.tensor([req.prompt_ids + ids])).logits[0, -1, : len(tok)].float()
+        for r in req.rows:
+            torch.testing.assert_close(seen[(req.key, r.i)][0], ref, atol=2e-4, rtol=1e-4)
