@@ -202,3 +202,35 @@ def test_forked_rows_read_the_shared_prompt_and_match_a_fresh_prefill(tiny, shar
             ref = model(torch.tensor([req.prompt_ids + ids])).logits[0, -1, : len(tok)].float()
         for r in req.rows:
             torch.testing.assert_close(seen[(req.key, r.i)][0], ref, atol=2e-4, rtol=1e-4)
+
+
+def test_the_batch_stays_full_while_a_prompts_rows_wait(tiny):
+    """While some prompt's rows are paused (waiting for the rest of its step), other prompts'
+    rows take the free slots: a step runs below capacity only when no row waits for a slot and
+    every request is admitted."""
+    model, tok = tiny
+    ctl = ContinueAll()
+    eng = Engine(model, tok, Discrete(DiscreteParams(1.0)), batch_size=6, max_new_tokens=24, seed=3,
+                 controller=ctl)
+    prompts = PROMPTS * 3
+    admitted, step, admit = [], eng.step, eng.admit
+    filled_around_paused = 0
+
+    def spy_admit(req):
+        admitted.append(req.key)
+        return admit(req)
+
+    def spy_step(active):
+        nonlocal filled_around_paused
+        if len(active) < eng.capacity:
+            assert not eng._waiting and len(admitted) == len(prompts), "a slot idles while rows wait"
+        paused = {id(r.req) for req_rows in reqs for r in req_rows.rows if r.paused}
+        if paused and len(active) == eng.capacity:
+            filled_around_paused += 1
+        step(active)
+
+    eng.step, eng.admit = spy_step, spy_admit
+    reqs = [Request(key=k, prompt_ids=chat_ids(tok, p), n=4) for k, p in enumerate(prompts)]
+    done = list(eng.run(reqs))
+    assert len(done) == len(prompts) and all(r.finish for req in done for r in req.rows)
+    assert filled_around_paused > 10
