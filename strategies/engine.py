@@ -73,6 +73,8 @@ class Engine(Backend):
             controller.bind(self.text_of)
         # a search controller: rows pause at its step separator, fork and resume (see _park)
         self.step_sep = controller.step_sep if controller is not None else None
+        # under a search, the requests whose prefixes are alive, in admission order (see _shared)
+        self._live: dict[int, Request] = {}
         if self.step_sep:
             if self.penalties is not None:  # their per-slot counts do not follow a parked row
                 raise ValueError("a search cannot use repetition/presence/frequency penalties")
@@ -117,6 +119,8 @@ class Engine(Backend):
         req.rows = [Row(req, i, row_rng(self.seed, req.key, req.sample_offset + i), len(ids) - 1, [ids[-1]], [1.0])
                     for i in range(req.n)]
         req.unplaced = req.n
+        if self.searching and req.prefix:
+            self._live[id(req)] = req
         for row in req.rows:
             self.generator.start(row)
         if self.controller is not None:
@@ -162,6 +166,7 @@ class Engine(Backend):
     def _release_prompt(self, req: Request) -> None:
         if req.unplaced == 0 and all(r.finish for r in req.rows):
             req.prefix = None  # no row reads the shared prompt cache any more
+            self._live.pop(id(req), None)
 
     # ----- one decode step -------------------------------------------------------------
     def step(self, active: list[Row]) -> None:
@@ -286,10 +291,24 @@ class Engine(Backend):
         groups: dict[int, list[int]] = {}
         for b, r in enumerate(active):
             groups.setdefault(id(r.req), []).append(b)
-        # a stable group order lets the decoder keep its stacked prompt caches from step to step
-        rows = sorted(groups.values(), key=lambda rs: id(active[rs[0]].req))
-        prefixes = [active[rs[0]].req.prefix for rs in rows]
-        if len(active) < self.SHARE_MIN_ROWS * len(rows) or not all(prefixes):
+        if len(active) < self.SHARE_MIN_ROWS * len(groups):
+            self.decoder.unshare()
+            return self._unshare(active)
+        if self.searching:
+            # Every live request keeps its group, with no rows while all of them are paused or
+            # waiting: a search's prompts leave and rejoin the batch at every step, and restacking
+            # their prompt caches each time would cost more than the empty groups' attention.
+            if any(k not in self._live for k in groups):   # a one-token prompt has no prefix
+                self.decoder.unshare()
+                return self._unshare(active)
+            reqs = list(self._live.values())
+            rows = [groups.get(id(q), []) for q in reqs]
+            prefixes = [q.prefix for q in reqs]
+        else:
+            # a stable group order lets the decoder keep its stacked prompt caches from step to step
+            rows = sorted(groups.values(), key=lambda rs: id(active[rs[0]].req))
+            prefixes = [active[rs[0]].req.prefix for rs in rows]
+        if not all(prefixes):
             self.decoder.unshare()
             return self._unshare(active)
         return self.decoder.share(prefixes, rows, len(active))

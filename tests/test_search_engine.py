@@ -234,3 +234,38 @@ def test_the_batch_stays_full_while_a_prompts_rows_wait(tiny):
     done = list(eng.run(reqs))
     assert len(done) == len(prompts) and all(r.finish for req in done for r in req.rows)
     assert filled_around_paused > 10
+
+
+def test_a_searchs_prompt_caches_are_stacked_once_per_admission_and_release(tiny):
+    """Prompts leave the batch while their rows are paused and rejoin when they resume; the stack
+    of prompt caches that prefix sharing reads changes only when a request is admitted or released
+    (a prompt with no row in the batch keeps an empty group), and the rows still decode what the
+    plain engine decodes."""
+    model, tok = tiny
+
+    def engine(controller):
+        eng = Engine(model, tok, Discrete(DiscreteParams(1.0)), batch_size=6, max_new_tokens=30, seed=0,
+                     controller=controller)
+        eng.SHARE_MIN_ROWS = 0   # share at every step
+        return eng
+
+    eng = engine(ContinueAll())
+    stacks, empty, share = [], [], eng.decoder.share
+
+    def spy(prefixes, rows, batch):
+        key = tuple(map(id, prefixes))
+        if not stacks or stacks[-1] != key:
+            stacks.append(key)
+        empty.append(any(not r for r in rows))
+        return share(prefixes, rows, batch)
+
+    eng.decoder.share = spy
+    reqs = lambda: [Request(key=k, prompt_ids=chat_ids(tok, p), n=4) for k, p in enumerate(PROMPTS)]
+    searched = list(eng.run(reqs()))
+    assert len(stacks) <= 2 * len(PROMPTS)
+    assert any(empty)   # some step ran while a live prompt had no row in the batch
+    plain = list(engine(None).run(reqs()))
+    a, b = rows_of(plain), rows_of(searched)
+    assert [x[:3] + x[4:] for x in a] == [x[:3] + x[4:] for x in b]
+    for x, y in zip(a, b):
+        assert x[3] == pytest.approx(y[3], abs=1e-4)
