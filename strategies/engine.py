@@ -8,7 +8,8 @@ nothing. Each row's next input is a mixture of token embeddings — a single tok
 discrete decoding — which is what lets soft and discrete rows share a batch.
 
 Under a search controller (strategies/search/) a row also pauses where it ends a reasoning step: it
-leaves the batch with its keys/values copied out, and resumes or is forked from that copy (`_park`).
+leaves the batch with its keys/values after the prompt copied out, and resumes or is forked from
+that copy, reading the prompt from the request's shared prefix like its other rows (`_park`).
 
 One step (`step`):  forward → generator chooses → one read-back → record → finish checks.
 The generator (strategies/generators/) decides tokens and next inputs; a controller
