@@ -51,25 +51,31 @@ class KVCache:
     @torch.inference_mode()
     def write_prefix(self, slot: int, prefix: Prefix) -> None:
         """Copy a prefilled prompt's keys/values into a slot."""
-        if not prefix:
+        self.write_slot(slot, 0, prefix)
+
+    @torch.inference_mode()
+    def read_slot(self, slot: int, start: int, end: int) -> Prefix:
+        """A copy of a slot's positions start..end-1, in write_prefix's form (a paused row's own
+        continuation: its prompt stays in the request's shared prefix)."""
+        return [(k[slot, :, start:end].clone(), v[slot, :, start:end].clone()) for k, v in zip(self.k, self.v)]
+
+    @torch.inference_mode()
+    def write_slot(self, slot: int, start: int, part: Prefix) -> None:
+        """Copy read_slot's keys/values back into a slot, from position `start`."""
+        if not part:
             return
-        n = prefix[0][0].shape[1]
-        self.ensure_capacity(n + 1)
-        for layer, (k, v) in enumerate(prefix):
-            self.k[layer][slot, :, :n] = k
-            self.v[layer][slot, :, :n] = v
+        end = start + part[0][0].shape[1]
+        self.ensure_capacity(end + 1)
+        for layer, (k, v) in enumerate(part):
+            self.k[layer][slot, :, start:end] = k
+            self.v[layer][slot, :, start:end] = v
 
     @torch.inference_mode()
-    def read_slot(self, slot: int, length: int) -> Prefix:
-        """A copy of a slot's first `length` positions, in write_prefix's form (a paused row)."""
-        return [(k[slot, :, :length].clone(), v[slot, :, :length].clone()) for k, v in zip(self.k, self.v)]
-
-    @torch.inference_mode()
-    def move_slot(self, src: int, dst: int, length: int) -> None:
-        """Move a row's first `length` positions to another slot."""
+    def move_slot(self, src: int, dst: int, start: int, end: int) -> None:
+        """Move a row's positions start..end-1 to another slot."""
         for store in (self.k, self.v):
             for t in store:
-                t[dst, :, :length] = t[src, :, :length]
+                t[dst, :, start:end] = t[src, :, start:end]
 
     def flat_index(self, positions: torch.Tensor) -> torch.Tensor:
         """Where rows 0..B-1 write their token at `positions`: flat row indices of (slot, head, position)

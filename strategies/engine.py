@@ -8,7 +8,8 @@ nothing. Each row's next input is a mixture of token embeddings — a single tok
 discrete decoding — which is what lets soft and discrete rows share a batch.
 
 Under a search controller (strategies/search/) a row also pauses where it ends a reasoning step: it
-leaves the batch with its keys/values copied out, and resumes or is forked from that copy (`_park`).
+leaves the batch with its keys/values after the prompt copied out, and resumes or is forked from
+that copy, reading the prompt from the request's shared prefix like its other rows (`_park`).
 
 One step (`step`):  forward → generator chooses → one read-back → record → finish checks.
 The generator (strategies/generators/) decides tokens and next inputs; a controller
@@ -73,6 +74,8 @@ class Engine(Backend):
             controller.bind(self.text_of)
         # a search controller: rows pause at its step separator, fork and resume (see _park)
         self.step_sep = controller.step_sep if controller is not None else None
+        # under a search, the requests whose prefixes are alive, in admission order (see _shared)
+        self._live: dict[int, Request] = {}
         if self.step_sep:
             if self.penalties is not None:  # their per-slot counts do not follow a parked row
                 raise ValueError("a search cannot use repetition/presence/frequency penalties")
@@ -117,6 +120,8 @@ class Engine(Backend):
         req.rows = [Row(req, i, row_rng(self.seed, req.key, req.sample_offset + i), len(ids) - 1, [ids[-1]], [1.0])
                     for i in range(req.n)]
         req.unplaced = req.n
+        if self.searching and req.prefix:
+            self._live[id(req)] = req
         for row in req.rows:
             self.generator.start(row)
         if self.controller is not None:
@@ -125,10 +130,10 @@ class Engine(Backend):
 
     def place(self, row: Row, active: list[Row]) -> None:
         """Give a row the next free slot: its prompt's keys/values are copied in (a resumed or
-        forked row's own keys/values so far, under a search)."""
+        forked row's own keys/values after the prompt, under a search)."""
         if row.snapshot is not None:
-            self.decoder.cache.write_prefix(len(active), row.snapshot)
-            row.snapshot = None
+            self.decoder.cache.write_slot(len(active), prompt_length(row.req), row.snapshot)
+            row.snapshot, row.bare = None, True   # the prompt is copied in only if a step reads it
             active.append(row)
             row.started = True
             return
@@ -139,27 +144,30 @@ class Engine(Backend):
         row.started = True
         row.req.unplaced -= 1
 
-    # A paused row's keys/values are copied out of its slot into a snapshot, and copied back into
-    # whichever slot it resumes in, rather than keeping its slot reserved: Backend.run's batch is
-    # the dense slots 0..B-1 (a decode step works on plain views of the cache, never a gather), so
-    # a reserved slot would have to sit outside that range, or be decoded as a dead row every
-    # step. The copy is the same one placing a prompt's rows does (write_prefix), once per
-    # step boundary — a search step is tens of tokens, each of which reads the whole cache anyway
-    # — and forks then cost nothing more: every copy is placed from the one snapshot.
+    # A paused row's own keys/values (the positions after its prompt) are copied out of its slot
+    # into a snapshot, and copied back into whichever slot it resumes in, rather than keeping its
+    # slot reserved: Backend.run's batch is the dense slots 0..B-1 (a decode step works on plain
+    # views of the cache, never a gather), so a reserved slot would have to sit outside that
+    # range, or be decoded as a dead row every step. The prompt itself stays in the request's
+    # shared prefix (kept until nothing of the request can resume): a resumed row reads it there
+    # like any other row of its prompt, and only a step that cannot share copies it into the slot
+    # (_unshare). Forks cost nothing more: every copy is placed from the one snapshot.
     def _park(self, row: Row, slot: int) -> None:
-        row.snapshot = self.decoder.cache.read_slot(slot, row.pos)
+        row.snapshot = self.decoder.cache.read_slot(slot, prompt_length(row.req), row.pos)
 
     def _rng(self, req: Request, i: int):
         return row_rng(self.seed, req.key, req.sample_offset + i)
 
     def _moved(self, src: int, dst: int, row: Row) -> None:
-        self.decoder.cache.move_slot(src, dst, row.pos)
+        start = prompt_length(row.req) if row.bare else 0
+        self.decoder.cache.move_slot(src, dst, start, row.pos)
         if self.penalties is not None:
             self.penalties.move(src, dst)
 
     def _release_prompt(self, req: Request) -> None:
         if req.unplaced == 0 and all(r.finish for r in req.rows):
             req.prefix = None  # no row reads the shared prompt cache any more
+            self._live.pop(id(req), None)
 
     # ----- one decode step -------------------------------------------------------------
     def step(self, active: list[Row]) -> None:
@@ -277,22 +285,52 @@ class Engine(Backend):
     SHARE_MIN_ROWS = 4
 
     def _shared(self, active: list[Row]) -> SharedPrefixes | None:
+        """The step's prompt groups (rows of one request read its prefix once), or None: every
+        row reads its prompt from its own slot."""
         if not self.share_prefix:
-            return None
+            return self._unshare(active)
         groups: dict[int, list[int]] = {}
         for b, r in enumerate(active):
             groups.setdefault(id(r.req), []).append(b)
-        # a stable group order lets the decoder keep its stacked prompt caches from step to step
-        rows = sorted(groups.values(), key=lambda rs: id(active[rs[0]].req))
-        prefixes = [active[rs[0]].req.prefix for rs in rows]
-        if len(active) < self.SHARE_MIN_ROWS * len(rows) or not all(prefixes):
+        if len(active) < self.SHARE_MIN_ROWS * len(groups):
             self.decoder.unshare()
-            return None
+            return self._unshare(active)
+        if self.searching:
+            # Every live request keeps its group, with no rows while all of them are paused or
+            # waiting: a search's prompts leave and rejoin the batch at every step, and restacking
+            # their prompt caches each time would cost more than the empty groups' attention.
+            if any(k not in self._live for k in groups):   # a one-token prompt has no prefix
+                self.decoder.unshare()
+                return self._unshare(active)
+            reqs = list(self._live.values())
+            rows = [groups.get(id(q), []) for q in reqs]
+            prefixes = [q.prefix for q in reqs]
+        else:
+            # a stable group order lets the decoder keep its stacked prompt caches from step to step
+            rows = sorted(groups.values(), key=lambda rs: id(active[rs[0]].req))
+            prefixes = [active[rs[0]].req.prefix for rs in rows]
+        if not all(prefixes):
+            self.decoder.unshare()
+            return self._unshare(active)
         return self.decoder.share(prefixes, rows, len(active))
+
+    def _unshare(self, active: list[Row]) -> None:
+        """A step without prefix sharing: resumed rows (search only) get their prompt copied in."""
+        if self.searching:
+            for b, r in enumerate(active):
+                if r.bare:
+                    self.decoder.cache.write_prefix(b, r.req.prefix)
+                    r.bare = False
+        return None
 
     # ----- results ---------------------------------------------------------------------
     def text_of(self, r: Row) -> str:
         return decode_text(self.tokenizer, r.ids, self.stop)
+
+
+def prompt_length(req: Request) -> int:
+    """Cache positions a request's shared prefix covers (its prompt but the last token)."""
+    return req.prefix[0][0].shape[1] if req.prefix else 0
 
 
 def to_host(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:

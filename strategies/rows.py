@@ -42,7 +42,8 @@ class Row:
     # search only (a controller with a step separator; see Backend._branch):
     step_ends: list[int] = field(default_factory=list)  # len(ids) at the end of each finished step
     paused: bool = False          # parked at a step end, waiting for the controller's decision
-    snapshot: Any = None          # its keys/values up to `pos` while it holds no slot
+    snapshot: Any = None          # its keys/values after the prompt, up to `pos`, while it holds no slot
+    bare: bool = False            # its slot lacks the prompt's keys/values (it reads the shared prefix)
     born: int = 0                 # len(ids) when it was forked: tokens before that are its parent's
 
 

@@ -152,3 +152,120 @@ def test_search_refuses_penalties(tiny):
     with pytest.raises(ValueError, match="penalties"):
         Engine(model, tok, Discrete(DiscreteParams(1.0)), controller=ContinueAll(),
                penalties=Penalties(repetition=1.2))
+
+
+@pytest.mark.parametrize("sharing", ["always", "never"])
+def test_forked_rows_read_the_shared_prompt_and_match_a_fresh_prefill(tiny, sharing):
+    """A resumed or forked row's slot holds only its own continuation: with prefix sharing it
+    reads the prompt from its request's shared prefix (the slot's prompt positions are overwritten
+    with garbage, so reading them would show; finite, since masked-out positions are still
+    multiplied through), without sharing the prompt is copied in first. Either
+    way its next logits equal a teacher-forced pass over prompt + its tokens."""
+    model, tok = tiny
+    ctl = ForkFirst()
+    eng = Engine(model, tok, Discrete(DiscreteParams(1.0)), batch_size=8, max_new_tokens=30, seed=1,
+                 controller=ctl)
+    if sharing == "always":
+        eng.SHARE_MIN_ROWS = 0
+    else:
+        eng.share_prefix = False
+    seen, grouped = {}, []
+    forward, shared = eng.forward, eng._shared
+    cache = eng.decoder.cache
+
+    def spy_shared(active):
+        out = shared(active)
+        grouped.append(out is not None)
+        return out
+
+    def spy(active):
+        for b, r in enumerate(active):
+            if r.bare:
+                n = r.req.prefix[0][0].shape[1]
+                with torch.inference_mode():
+                    for t in cache.k + cache.v:
+                        t[b, :, :n] = 50.0
+        logits, sig = forward(active)
+        for b, r in enumerate(active):
+            if r.req.key in ctl.forked and len(r.ids) == len(ctl.forked[r.req.key][1]):
+                seen.setdefault((r.req.key, r.i), (logits[b].clone(), grouped[-1]))
+        return logits, sig
+
+    eng.forward, eng._shared = spy, spy_shared
+    reqs = [Request(key=k, prompt_ids=chat_ids(tok, p), n=4) for k, p in enumerate(PROMPTS)]
+    done = list(eng.run(reqs))
+    assert len(seen) == 3 * len(PROMPTS)
+    assert all(was_shared == (sharing == "always") for _, was_shared in seen.values())
+    for req in done:
+        _, ids = ctl.forked[req.key]
+        with torch.no_grad():
+            ref = model(torch.tensor([req.prompt_ids + ids])).logits[0, -1, : len(tok)].float()
+        for r in req.rows:
+            torch.testing.assert_close(seen[(req.key, r.i)][0], ref, atol=2e-4, rtol=1e-4)
+
+
+def test_the_batch_stays_full_while_a_prompts_rows_wait(tiny):
+    """While some prompt's rows are paused (waiting for the rest of its step), other prompts'
+    rows take the free slots: a step runs below capacity only when no row waits for a slot and
+    every request is admitted."""
+    model, tok = tiny
+    ctl = ContinueAll()
+    eng = Engine(model, tok, Discrete(DiscreteParams(1.0)), batch_size=6, max_new_tokens=24, seed=3,
+                 controller=ctl)
+    prompts = PROMPTS * 3
+    admitted, step, admit = [], eng.step, eng.admit
+    filled_around_paused = 0
+
+    def spy_admit(req):
+        admitted.append(req.key)
+        return admit(req)
+
+    def spy_step(active):
+        nonlocal filled_around_paused
+        if len(active) < eng.capacity:
+            assert not eng._waiting and len(admitted) == len(prompts), "a slot idles while rows wait"
+        paused = {id(r.req) for req_rows in reqs for r in req_rows.rows if r.paused}
+        if paused and len(active) == eng.capacity:
+            filled_around_paused += 1
+        step(active)
+
+    eng.step, eng.admit = spy_step, spy_admit
+    reqs = [Request(key=k, prompt_ids=chat_ids(tok, p), n=4) for k, p in enumerate(prompts)]
+    done = list(eng.run(reqs))
+    assert len(done) == len(prompts) and all(r.finish for req in done for r in req.rows)
+    assert filled_around_paused > 10
+
+
+def test_a_searchs_prompt_caches_are_stacked_once_per_admission_and_release(tiny):
+    """Prompts leave the batch while their rows are paused and rejoin when they resume; the stack
+    of prompt caches that prefix sharing reads changes only when a request is admitted or released
+    (a prompt with no row in the batch keeps an empty group), and the rows still decode what the
+    plain engine decodes."""
+    model, tok = tiny
+
+    def engine(controller):
+        eng = Engine(model, tok, Discrete(DiscreteParams(1.0)), batch_size=6, max_new_tokens=30, seed=0,
+                     controller=controller)
+        eng.SHARE_MIN_ROWS = 0   # share at every step
+        return eng
+
+    eng = engine(ContinueAll())
+    stacks, empty, share = [], [], eng.decoder.share
+
+    def spy(prefixes, rows, batch):
+        key = tuple(map(id, prefixes))
+        if not stacks or stacks[-1] != key:
+            stacks.append(key)
+        empty.append(any(not r for r in rows))
+        return share(prefixes, rows, batch)
+
+    eng.decoder.share = spy
+    reqs = lambda: [Request(key=k, prompt_ids=chat_ids(tok, p), n=4) for k, p in enumerate(PROMPTS)]
+    searched = list(eng.run(reqs()))
+    assert len(stacks) <= 2 * len(PROMPTS)
+    assert any(empty)   # some step ran while a live prompt had no row in the batch
+    plain = list(engine(None).run(reqs()))
+    a, b = rows_of(plain), rows_of(searched)
+    assert [x[:3] + x[4:] for x in a] == [x[:3] + x[4:] for x in b]
+    for x, y in zip(a, b):
+        assert x[3] == pytest.approx(y[3], abs=1e-4)
