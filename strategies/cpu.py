@@ -17,10 +17,25 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import mmap
 import os
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MADV_DONTNEED = 4
 _done = False
+_libc = None
+
+
+def _c_library():
+    """The C library, loaded once (False where it cannot be); its madvise typed for pointers."""
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        except (OSError, AttributeError):
+            _libc = False
+    return _libc
 
 
 def tune_malloc() -> bool:
@@ -29,16 +44,10 @@ def tune_malloc() -> bool:
     if _done or os.environ.get("TTS_MALLOC") == "system":
         return False
     _done = True
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    mallopt = getattr(_c_library(), "mallopt", None)
+    if mallopt is None:
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(M_TRIM_THRESHOLD, 1 << 30))
-
-
-MADV_DONTNEED = 4
-_libc = None
 
 
 def discard_pages(tensor) -> int:
@@ -49,21 +58,12 @@ def discard_pages(tensor) -> int:
     resident (and in the RSS) for the model's life. Only pages wholly inside the tensor are
     advised, so its neighbours are untouched; the caller must hold the only reference to it
     (an advised private page reads back as the file's bytes, or zeros). Linux only; elsewhere 0."""
-    global _libc
-    import mmap
-    if not hasattr(mmap, "MADV_DONTNEED") or tensor.device.type != "cpu":
-        return 0
-    if _libc is None:
-        try:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        except (OSError, AttributeError):
-            _libc = False
-    if not _libc:
+    libc = _c_library()
+    if not hasattr(mmap, "MADV_DONTNEED") or tensor.device.type != "cpu" or not libc:
         return 0
     page = mmap.PAGESIZE
     start, end = tensor.data_ptr(), tensor.data_ptr() + tensor.untyped_storage().nbytes()
     lo, hi = -(-start // page) * page, end // page * page
-    if hi <= lo or _libc.madvise(lo, hi - lo, MADV_DONTNEED) != 0:
+    if hi <= lo or libc.madvise(lo, hi - lo, MADV_DONTNEED) != 0:
         return 0
     return hi - lo

@@ -293,14 +293,12 @@ class Engine(Backend):
         for b, r in enumerate(active):
             groups.setdefault(id(r.req), []).append(b)
         if len(active) < self.SHARE_MIN_ROWS * len(groups):
-            self.decoder.unshare()
             return self._unshare(active)
         if self.searching:
             # Every live request keeps its group, with no rows while all of them are paused or
             # waiting: a search's prompts leave and rejoin the batch at every step, and restacking
             # their prompt caches each time would cost more than the empty groups' attention.
             if any(k not in self._live for k in groups):   # a one-token prompt has no prefix
-                self.decoder.unshare()
                 return self._unshare(active)
             reqs = list(self._live.values())
             rows = [groups.get(id(q), []) for q in reqs]
@@ -310,12 +308,13 @@ class Engine(Backend):
             rows = sorted(groups.values(), key=lambda rs: id(active[rs[0]].req))
             prefixes = [active[rs[0]].req.prefix for rs in rows]
         if not all(prefixes):
-            self.decoder.unshare()
             return self._unshare(active)
         return self.decoder.share(prefixes, rows, len(active))
 
     def _unshare(self, active: list[Row]) -> None:
-        """A step without prefix sharing: resumed rows (search only) get their prompt copied in."""
+        """A step without prefix sharing: the decoder drops its stacked prompt caches, and resumed
+        rows (search only) get their prompt copied into their slots."""
+        self.decoder.unshare()
         if self.searching:
             for b, r in enumerate(active):
                 if r.bare:

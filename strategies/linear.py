@@ -123,8 +123,6 @@ class Packed:
         return self.w.to_dense()
 
 
-packed = Packed
-
 
 @lru_cache(maxsize=None)
 def packing_available(dtype: torch.dtype) -> bool:
@@ -137,7 +135,7 @@ def packing_available(dtype: torch.dtype) -> bool:
         with torch.inference_mode():
             for rows in (1, 5):
                 x = torch.randn(rows, 40, generator=g).to(dtype)
-                got, want = packed(w, b)(x).float(), F.linear(x, w, b).float()
+                got, want = Packed(w, b)(x).float(), F.linear(x, w, b).float()
                 if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-2, atol=1e-2):
                     return False
         return True
@@ -156,8 +154,8 @@ def packed_mats(layer) -> Mats:
         qkv, gu = [a.q_proj, a.k_proj, a.v_proj], [m.gate_proj, m.up_proj]
         with torch.no_grad():
             cat = lambda mods: torch.cat([p.weight for p in mods])  # noqa: E731
-            p_qkv, p_o = packed(cat(qkv), _fuse_biases(qkv, view=False)), packed(a.o_proj.weight, a.o_proj.bias)
-            p_gu, p_down = packed(cat(gu)), packed(m.down_proj.weight, m.down_proj.bias)
+            p_qkv, p_o = Packed(cat(qkv), _fuse_biases(qkv, view=False)), Packed(a.o_proj.weight, a.o_proj.bias)
+            p_gu, p_down = Packed(cat(gu)), Packed(m.down_proj.weight, m.down_proj.bias)
         layer._tts_packs = [(p_qkv, qkv), (p_o, [a.o_proj]), (p_gu, gu), (p_down, [m.down_proj])]
         cached = layer._tts_packed = Mats(
             _splitter(p_qkv, [p.weight.shape[0] for p in qkv]), p_o,
@@ -174,7 +172,7 @@ def head(kind: str, module: torch.nn.Linear) -> Product:
     cached = getattr(module, "_tts_packed", None)
     if cached is None:
         with torch.no_grad():
-            cached = module._tts_packed = packed(module.weight, module.bias)
+            cached = module._tts_packed = Packed(module.weight, module.bias)
         module._tts_packs = [(cached, [module])]
     return cached
 
