@@ -1,7 +1,8 @@
 """Where a decode step's time goes, timed through the engine's own stages (Engine.forward,
 then choose → read_back → record → check_finish), over B rows of one random prompt.
 
-    python -m benchmarks.step_profile MODEL [--device cuda] [--rows 16 64] [--position 300]
+    python -m benchmarks.step_profile MODEL [--device cuda] [--rows 16 64] [--position 300 1000]
+        [--kernels auto torch] [--compile]
 
 Prints one JSON line per row count with milliseconds per step for: the model's forward run
 eagerly, replayed from a CUDA graph (CUDA only), each also with --compile, and the rest of the
@@ -99,11 +100,13 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--rows", type=int, nargs="+", default=[16, 64])
-    ap.add_argument("--position", type=int, default=300)
+    ap.add_argument("--position", type=int, nargs="+", default=[300])
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--compile", action="store_true", help="also time the torch.compile'd step")
     ap.add_argument("--top", type=int, default=0, help="on CUDA, print the N kernels taking most of an eager step")
     ap.add_argument("--no-graphs", action="store_true", help="on CUDA, time only the eager step")
+    ap.add_argument("--kernels", nargs="+", default=["auto"], choices=["auto", "torch", "triton"],
+                    help="the decoder's kernels to time (see Decoder; names after the first get a suffix)")
     a = ap.parse_args()
     from strategies.engine import Engine, Request
     from strategies.generators.discrete import Discrete, DiscreteParams
@@ -112,20 +115,24 @@ def main() -> None:
     loaded = load(a.model, a.device, a.dtype)
     model, dev = loaded.model, str(loaded.model.device)
     V = len(loaded.tokenizer)
-    for B in a.rows:
-        out = {"rows": B, "position": a.position, "device": dev, "dtype": str(model.dtype)}
+    for B, position in [(B, P) for P in a.position for B in a.rows]:
+        out = {"rows": B, "position": position, "device": dev, "dtype": str(model.dtype)}
         variants = [("eager", False, False)]
         if dev.startswith("cuda") and not a.no_graphs:
             variants.append(("graph", True, False))
         if a.compile:
             variants += [(name + "_compiled", graphs, True) for name, graphs, _ in variants]
-        for name, graphs, compiled in variants:
+        variants = [(name + ("" if i == 0 else f"_{attn}"), graphs, compiled, attn)
+                    for i, attn in enumerate(a.kernels) for name, graphs, compiled in variants]
+        for name, graphs, compiled, attn in variants:
             # the engine's own stages over B rows of one random prompt of `position` tokens
             eng = Engine(model, loaded.tokenizer, Discrete(DiscreteParams(temperature=0.7)), batch_size=B,
                          max_new_tokens=1 << 30, ignore_eos=True, cuda_graphs=graphs, compile=compiled,
-                         share_prefix=False)  # per-row attention, as the graphs run it
+                         share_prefix=False,  # per-row attention, as the graphs run it
+                         kernels=attn)
+            out.setdefault("kernels", eng.decoder.kernels)
             torch.manual_seed(0)
-            prompt = torch.randint(0, V, (a.position + 1,)).tolist()
+            prompt = torch.randint(0, V, (position + 1,)).tolist()
             active: list = []
             for row in eng.admit(Request(key=0, prompt_ids=prompt, n=B)):
                 eng.place(row, active)
@@ -147,7 +154,7 @@ def main() -> None:
                 out["rest_of_step_ms"] = round(_ms(rest, dev, a.reps), 3)
                 out["full_step_eager_ms"] = round(_ms(lambda: eng.step(active), dev, 10), 3)
         if dev.startswith("cuda"):
-            out.update(_roofline(model, B, a.position, out))
+            out.update(_roofline(model, B, position, out))
         print(orjson.dumps(out).decode(), flush=True)
 
 

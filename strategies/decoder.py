@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from strategies import attention, cpu, linear
+from strategies import attention, cpu, decode_attention, linear, rms_norm
 from strategies.cache import KVCache, Prefix, max_positions
 from strategies.cuda_graphs import StepGraphs
 from strategies.layers import SUPPORTED, Layers, UnsupportedModel
@@ -24,9 +24,15 @@ __all__ = ["Decoder", "SharedPrefixes", "SUPPORTED", "UnsupportedModel"]
 
 class Decoder:
     def __init__(self, model, max_slots: int, cuda_graphs: bool = True, compile: bool = False,
-                 matmul: str = "auto"):
+                 matmul: str = "auto", kernels: str = "auto"):
         cfg = self.config = model.config
-        self.layers = Layers(model)
+        # "triton" (the CUDA default where Triton is installed): the step's attention reads only
+        # each row's positions (decode_attention.py) and each norm is one kernel (rms_norm.py;
+        # compiled, inductor fuses the norms itself); "torch": SDPA over the masked span and the
+        # modules' own norms
+        self.kernels = kernels if kernels != "auto" else default_kernels(model.device)
+        triton = self.kernels == "triton"
+        self.layers = Layers(model, fused_norms=triton and not compile)
         self.norm = model.model.norm
         self.lm_head = model.lm_head
         self.embed = model.get_input_embeddings().weight
@@ -36,6 +42,7 @@ class Decoder:
         L = self.layers
         self.cache = KVCache(len(L), max_slots, L.n_kv, L.head_dim, self.max_positions, self.dtype, self.device)
         self.prefixes = PrefixStack(len(L), L.n_kv, L.head_dim, self.dtype, self.device)
+        self.attention = "triton" if triton and decode_attention.supports(L.head_dim, L.n_heads // L.n_kv) else "sdpa"
         # The decode step's products (see linear.py). Packed (CPU), they replace the modules'
         # weights, which are released (one copy of the model in memory; linear.py says how the
         # model's own forward gets them back), so the prefill runs on them too. Other forms keep
@@ -137,21 +144,29 @@ class Decoder:
         cos, sin = L.rotation(x, positions)
         flat = cache.flat_index(positions)
         # row b attends to slot positions start..positions[b] (the rest is in its group's prefix)
-        mask = attention.position_mask(positions, lo, span, self.dtype, shared.start if shared is not None else None)
+        triton = self.attention == "triton" and shared is None
+        mask = None if triton else attention.position_mask(positions, lo, span, self.dtype,
+                                                            shared.start if shared is not None else None)
         h = x
         for i, layer in enumerate(L.layers):
             q, k, v = self._pre(layer, h, cos, sin, self.mats[i])
             cache.write(i, flat, k, v)
             qg = q.view(B, L.n_kv, L.n_heads // L.n_kv, L.head_dim)
-            ks, vs = cache.rows(i, B, lo, span)
-            if shared is None:
-                o = attention.over_cache(qg, ks, vs, mask, L.scaling)
+            if triton:
+                o = decode_attention.over_cache(qg, cache.k[i], cache.v[i], positions, span, L.scaling)
+            elif shared is None:
+                o = attention.over_cache(qg, *cache.rows(i, B, lo, span), mask, L.scaling)
             else:
-                o, lse = attention.attend(qg, ks, vs, mask, L.scaling)
+                o, lse = attention.attend(qg, *cache.rows(i, B, lo, span), mask, L.scaling)
                 o = shared.merge(i, qg, o, lse, L.scaling)
             h = self._post(layer, h, o, self.mats[i])
-        logits = self.head(self.norm(h))
+        logits = self.head(L.norm(self.norm, h))
         return logits.float() if float32 else logits
+
+
+def default_kernels(device: torch.device) -> str:
+    """Triton's kernels on CUDA where Triton is installed (it comes with CUDA builds of torch)."""
+    return "triton" if device.type == "cuda" and decode_attention.available() and rms_norm.available() else "torch"
 
 
 def default_matmul(device: torch.device, dtype: torch.dtype, compile: bool = False) -> str:

@@ -44,8 +44,9 @@ class Engine(Backend):
                  stop: Iterable[str] = (), seed: int = 0, ignore_eos: bool = False, progress=None,
                  share_prefix: bool = True, cuda_graphs: bool = True, compile: bool = False,
                  controller: Controller | None = None, penalties: Penalties | None = None,
-                 top_logprobs: int = 0):
-        self.decoder = Decoder(model, max_slots=batch_size, cuda_graphs=cuda_graphs, compile=compile)
+                 top_logprobs: int = 0, kernels: str = "auto"):
+        self.decoder = Decoder(model, max_slots=batch_size, cuda_graphs=cuda_graphs, compile=compile,
+                               kernels=kernels)
         self.tokenizer = tokenizer
         self.generator = generator
         self.controller = controller

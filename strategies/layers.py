@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from strategies import linear
+from strategies import linear, rms_norm
 from strategies.linear import Mats
 
 SUPPORTED = ("llama", "qwen2", "qwen3", "mistral")
@@ -61,7 +61,7 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin_s: torch.Tensor) -> torch.Tenso
 class Layers:
     """The model's layers as two halves around attention, over rows of hidden states."""
 
-    def __init__(self, model):
+    def __init__(self, model, fused_norms: bool = False):
         cfg = model.config
         if cfg.model_type not in SUPPORTED:
             raise UnsupportedModel(
@@ -74,6 +74,8 @@ class Layers:
         self.n_kv = cfg.num_key_value_heads
         self.scaling = attn.scaling
         self.qk_norm = hasattr(attn, "q_norm")
+        # norm(module, x): the module itself, or the same formula as one Triton kernel (GPU)
+        self.norm = rms_norm.rms_norm if fused_norms else rms_norm.module_norm
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -103,7 +105,7 @@ class Layers:
         `mats` are this layer's products (default: its own modules)."""
         attn, hd, N = layer.self_attn, self.head_dim, h.shape[0]
         mats = mats or linear.module_mats(layer)
-        x = layer.input_layernorm(h)
+        x = self.norm(layer.input_layernorm, h)
         if mats.qkv_joint is not None and not self.qk_norm:
             # q, k and v come out side by side: q and k rotate in one pass (one set of kernels
             # per layer, not two), and q and k are views of its output
@@ -114,12 +116,12 @@ class Layers:
         q, k, v = mats.qkv(x)
         q, k, v = q.reshape(N, -1, 1, hd), k.reshape(N, -1, 1, hd), v.reshape(N, -1, 1, hd)
         if self.qk_norm:
-            q, k = attn.q_norm(q), attn.k_norm(k)
+            q, k = self.norm(attn.q_norm, q), self.norm(attn.k_norm, k)
         return rope(q, cos, sin), rope(k, cos, sin), v
 
     def post_attention(self, layer, h, o, mats: Mats | None = None):
         """Output projection and residual, then the MLP block; o is [N, heads * hd]."""
         mats = mats or linear.module_mats(layer)
         h = h + mats.o(o.reshape(h.shape[0], -1))
-        gate, up = mats.gate_up(layer.post_attention_layernorm(h))
+        gate, up = mats.gate_up(self.norm(layer.post_attention_layernorm, h))
         return h + mats.down(layer.mlp.act_fn(gate) * up)

@@ -64,6 +64,26 @@ def test_graph_decode_equals_eager_decode(arch):
         torch.testing.assert_close(kg[:5, :, :n], ke[:5, :, :n], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3"])
+def test_triton_kernels_equal_torch_in_the_decoder(arch):
+    """The default CUDA kernels (Triton: attention over each row's own positions, one-kernel
+    norms) inside the captured graphs against SDPA over the masked span and the modules' norms,
+    eager: same logits to 1e-4 in float32."""
+    model, tok = cuda_model(arch)
+    torch.manual_seed(1)
+    fast, plain = Decoder(model, 6), Decoder(model, 6, cuda_graphs=False, kernels="torch")
+    assert (fast.kernels, fast.attention) == ("triton", "triton") and plain.attention == "sdpa"
+    prompts = [chat_ids(tok, p) for p in PROMPTS]
+    for dec in (fast, plain):
+        for slot, ids in enumerate(prompts):
+            dec.cache.write_prefix(slot, dec.prefill(torch.tensor(ids, device="cuda")))
+    pos = torch.tensor([len(ids) for ids in prompts], device="cuda")
+    for step in range(150):
+        x = torch.randn(len(prompts), model.config.hidden_size, device="cuda")
+        torch.testing.assert_close(fast.decode(x, pos), plain.decode(x, pos), rtol=1e-4, atol=1e-4)
+        pos += 1
+
+
 @pytest.mark.parametrize("arch", ["llama", "qwen3"])
 def test_greedy_on_cuda_equals_transformers_generate(arch):
     model, tok = cuda_model(arch)
