@@ -19,7 +19,7 @@ tts() { python3 -c "from tts_cli.app import main; main()" "$@"; }
 
 if [ "${TESTS:-1}" = 1 ]; then
   # shellcheck disable=SC2086
-  python3 -m pytest -q -p no:cacheprovider ${TEST_FILES:-tests/test_cuda.py tests/test_engine.py tests/test_sampler.py tests/test_soft.py} 2>&1 \
+  python3 -m pytest -q -p no:cacheprovider ${TEST_FILES:-tests/test_cuda.py tests/test_triton_kernels.py tests/test_engine.py tests/test_sampler.py tests/test_soft.py} 2>&1 \
     | tee "$OUT/pytest.log" | tail -15
 fi
 # MODEL names a folder of .gpu/ holding a config and tokenizer (default: SmolLM2-135M's)
@@ -31,5 +31,10 @@ for args in "${RUNS[@]}"; do
   # shellcheck disable=SC2086
   tts bench --model /tmp/model-random --device cuda $args --json | tee -a "$OUT/bench.jsonl"
 done
-echo "== step profile"
-python3 -m benchmarks.step_profile /tmp/model-random --device cuda --rows 1 64 --compile | tee "$OUT/step_profile.jsonl"
+echo "== step profile (the Triton kernels against torch's, then --compile)"
+python3 -m benchmarks.step_profile /tmp/model-random --device cuda --rows 64 256 --position 300 1000 \
+  --kernels auto torch | tee "$OUT/step_profile.jsonl"
+python3 -m benchmarks.step_profile /tmp/model-random --device cuda --rows 256 --position 300 --compile \
+  | tee -a "$OUT/step_profile.jsonl"
+echo "== decode attention alone"
+python3 -m benchmarks.decode_attention | tee "$OUT/decode_attention.jsonl"
