@@ -14,9 +14,9 @@ import orjson
 from strategies.jsonl import InputError
 
 # where/with what it ran: version, torch, device; how it was batched: batch_size, compile,
-# cuda_graphs (float rounding only); top_logprobs only adds trace fields.
+# cuda_graphs, kernels (float rounding only); top_logprobs only adds trace fields.
 # On another engine: its version and engine settings (tensor parallelism, memory) likewise.
-IGNORED = frozenset({"version", "torch", "device", "batch_size", "compile", "cuda_graphs", "top_logprobs",
+IGNORED = frozenset({"version", "torch", "device", "batch_size", "compile", "cuda_graphs", "kernels", "top_logprobs",
                      "vllm", "ray", "engine_args"})
 
 

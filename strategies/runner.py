@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 from strategies.cache import max_positions
+from strategies.decoder import default_kernels
 from strategies.layers import window_error
 from strategies.penalties import Penalties
 from strategies.registry import entry
@@ -187,6 +188,7 @@ def run_info(loaded, generator, opts: GenerateOptions) -> dict:
         info.update(backend_class(opts.backend).static_fields(opts))
     elif loaded.device.startswith("cuda"):
         info["cuda_graphs"] = opts.cuda_graphs
+        info["kernels"] = default_kernels(torch.device(loaded.device))   # triton or torch (decoder.py)
     return info
 
 
