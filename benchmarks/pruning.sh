@@ -27,9 +27,11 @@ DP=(--prefix "$PREFIX")
 DC_HIGH=(--warmup "$WARMUP" --window "$WINDOW" --keep 0.9)
 DC_LOW=(--warmup "$WARMUP" --window "$WINDOW" --keep 0.1)
 for j in ngram embedding; do
-  tts prune "$out/full.jsonl" --method deepprune --judge $j "${DP[@]}" > "$out/replay_dp_$j.jsonl"
+  tts prune "$out/full.jsonl" --method deepprune --judge $j "${DP[@]}" > "$out/replay_dp_$j.jsonl" \
+    2> "$out/replay_dp_$j.log"   # its closing line holds the judge's time (benchmarks/pruning_table.py)
 done
-tts prune "$out/full_llm.jsonl" --method deepprune --judge llm "${DP[@]}" > "$out/replay_dp_llm.jsonl"
+tts prune "$out/full_llm.jsonl" --method deepprune --judge llm "${DP[@]}" > "$out/replay_dp_llm.jsonl" \
+  2> "$out/replay_dp_llm.log"
 tts prune "$out/full.jsonl" --method deepconf "${DC_HIGH[@]}" > "$out/replay_dc_high.jsonl"
 tts prune "$out/full.jsonl" --method deepconf "${DC_LOW[@]}" > "$out/replay_dc_low.jsonl"
 # online: the same options inside the sampler, on the first P_ONLINE problems
@@ -45,5 +47,6 @@ for name in $ONLINE; do
   set=online; [ "$name" = dp_llm ] && set=llm   # the llm judge: only its LLM_P problems
   /usr/bin/time -f "%e s wall, %U s user" tts generate "$out/prompts_$set.jsonl" "${T[@]}" --trace $args \
     -o "$out/online_$name.jsonl" 2> "$out/online_$name.time"
-  tts prune "$out/full_$set.jsonl" --method ${args#--prune } > "$out/replay_online_$name.jsonl" || true
+  tts prune "$out/full_$set.jsonl" --method ${args#--prune } > "$out/replay_online_$name.jsonl" \
+    2> "$out/replay_online_$name.log" || true
 done

@@ -3,10 +3,16 @@
 per prompt, next to the unpruned run.
 
     python -m benchmarks.pruning_table full.jsonl label=run.jsonl ...
+
+The judge's seconds come from the run's closing line on stderr ("judge S s over P prompts"),
+read from RUN.log or RUN.time beside RUN.jsonl (benchmarks/pruning.sh writes them); the records
+leave the time out, so that a command's output is the same bytes every run.
 """
 from __future__ import annotations
 
+import re
 import sys
+from pathlib import Path
 
 import orjson
 
@@ -19,15 +25,24 @@ def read(path):
         return [orjson.loads(line) for line in fh if line.strip()]
 
 
-def row(label, records):
+JUDGE_TIME = re.compile(r"judge ([0-9.]+) s over ([0-9]+) prompts")
+
+
+def judge_seconds_per_prompt(path) -> float | None:
+    """From the stderr log beside a run, if there is one that names the judge's time."""
+    for log in (Path(path).with_suffix(".log"), Path(path).with_suffix(".time")):
+        found = JUDGE_TIME.search(log.read_text()) if log.exists() else None
+        if found:
+            return float(found[1]) / int(found[2])
+    return None
+
+
+def row(label, records, judge=None):
     problems, _ = load_problems(records)
     s = summarize(problems, parse_methods(["majority"]))
-    judge = [r.get("prune", {}).get("judge_s") for r in records]
-    judge = [j for j in judge if j is not None]
     stopped = sum(x.get("finish") in ("pruned", "low-confidence", "consensus") for r in records for x in r["samples"])
     skipped = sum(r.get("skipped", 0) for r in records)
-    return (label, s["problems"], s["tokens"], s["methods"]["majority"]["accuracy"], stopped, skipped,
-            (sum(judge) / len(judge)) if judge else None)
+    return (label, s["problems"], s["tokens"], s["methods"]["majority"]["accuracy"], stopped, skipped, judge)
 
 
 def main(argv):
@@ -35,7 +50,7 @@ def main(argv):
     rows = [row("unpruned (majority of all)", full)]
     for spec in argv[1:]:
         label, _, path = spec.partition("=")
-        rows.append(row(label, read(path)))
+        rows.append(row(label, read(path), judge_seconds_per_prompt(path)))
     base = rows[0][2]
     print("| run | problems | tokens / problem | saved | majority accuracy | stopped | skipped | judge s / prompt |")
     print("|---|---|---|---|---|---|---|---|")

@@ -1,6 +1,8 @@
 """Pruners: DeepPrune's clustering on hand-built similarity matrices, DeepConf's threshold and stop
 point against a computation done here by hand, the engine really stopping rows, replay == online,
 aggregation without stopped samples, the judge metric, and the CLI's option errors."""
+import re
+
 import numpy as np
 import pytest
 
@@ -422,6 +424,25 @@ def test_cli_generate_prune_and_replay(tmp_path):
     auc = tts("prune", tmp_path / "full.jsonl", "--judge-auroc", "--judge", "ngram", "--prefix", "tokens:4")
     assert auc.code == 0 and auc.records()[0]["judge"] == "ngram"
 
+
+
+def test_deepprune_runs_write_the_same_bytes_twice_and_time_the_judge_on_stderr(tmp_path):
+    """A wall-clock time in a record would make the same command's output differ run to run."""
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"id": 1, "prompt": "hello"}\n{"id": 2, "prompt": "count to ten"}\n')
+    common = ["--model", "tiny-random", "-n", "4", "--max-new-tokens", "10", "--seed", "1", "--quiet",
+              "--dtype", "float32"]
+    dp = ["--judge", "ngram", "--prefix", "tokens:3", "--tau", "0.0"]
+    full = tts("generate", prompts, *common, "--trace")
+    (tmp_path / "full.jsonl").write_text(full.stdout)
+    for args in (["generate", prompts, *common, "--trace", "--prune", "deepprune", *dp],
+                 ["prune", tmp_path / "full.jsonl", "--method", "deepprune", *dp]):
+        first, again = tts(*args), tts(*args)
+        assert first.code == 0 and again.code == 0, first.stderr
+        assert first.stdout == again.stdout
+        assert all("clusters" in r["prune"] for r in first.records())
+        last = first.stderr.strip().splitlines()[-1]
+        assert re.search(r"; judge [0-9.]+ s over 2 prompts$", last), last
 
 # ----- model judges ---------------------------------------------------------------------------
 

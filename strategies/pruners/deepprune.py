@@ -34,7 +34,6 @@ class _Prompt:
         self.clusters: list[list[int]] | None = None
         self.cluster_of: dict[int, int] = {}
         self.keep: set[int] = set()
-        self.judge_s = 0.0
         self.judge_tokens = 0
 
 
@@ -91,6 +90,10 @@ class DeepPrune(Controller):
         self.s = settings
         self.prompts: dict[int, _Prompt] = {}   # prompts still decoding
         self.done: dict[int, _Prompt] = {}      # finished, until their record is written
+        # the judge's wall-clock time over the run, for the closing line on stderr: a time in the
+        # records would make the same command's output differ run to run
+        self.judge_seconds = 0.0
+        self.judged_prompts = 0
 
     @classmethod
     def from_settings(cls, settings, loaded=None):
@@ -174,7 +177,8 @@ class DeepPrune(Controller):
             len(order), lambda pairs: self.judge.score([(texts[a], texts[b]) for a, b in pairs]),
             k1=self.s.k1, tau=self.s.tau, max_clusters=self.s.max_clusters,
             rng=row_rng(self.s.seed, st.req.key, -1))  # per prompt, independent of the batch
-        st.judge_s += time.perf_counter() - t0
+        self.judge_seconds += time.perf_counter() - t0
+        self.judged_prompts += 1
         st.judge_tokens += getattr(self.judge, "tokens", 0) - tokens0
         st.clusters = [[order[j] for j in c] for c in clusters]
         st.cluster_of = {i: c for c, members in enumerate(st.clusters) for i in members}
@@ -208,5 +212,4 @@ class DeepPrune(Controller):
         st = self.done.pop(id(req), None) or self.prompts.pop(id(req), None)
         if st is None or st.clusters is None:
             return {}
-        return {"prune": {"clusters": len(st.clusters), "survivors": sorted(st.keep),
-                          "judge_s": round(st.judge_s, 4)}}
+        return {"prune": {"clusters": len(st.clusters), "survivors": sorted(st.keep)}}

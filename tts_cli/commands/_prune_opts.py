@@ -103,9 +103,18 @@ def warn_no_pruning(s, samples: int, what: str = "--prune deepconf with -n") -> 
               "so nothing is pruned", file=sys.stderr)
 
 
-def summary(command: str, used: int, full: int) -> str:
-    """The tokens-saved line both commands end with."""
-    return f"tts {command}: {used} of {full} tokens ({100 * (full - used) / full:.1f}% saved)"
+def summary(command: str, used: int, full: int, controller=None) -> str:
+    """The tokens-saved line `tts prune` ends with."""
+    return f"tts {command}: {used} of {full} tokens ({100 * (full - used) / full:.1f}% saved){judge_time(controller)}"
+
+
+def judge_time(controller) -> str:
+    """'; judge S s over P prompts' for a DeepPrune run (its judge's wall-clock time, which the
+    records leave out so that the same command writes the same bytes), else ''."""
+    prompts = getattr(controller, "judged_prompts", 0)
+    if not prompts:
+        return ""
+    return f"; judge {controller.judge_seconds:.3f} s over {prompts} prompts"
 
 
 class Tally:
@@ -126,6 +135,6 @@ class Tally:
             self.stopped += s.get("finish") in STOPPED
         self.skipped += int(record.get("skipped") or 0)
 
-    def line(self) -> str:
+    def line(self, controller=None) -> str:
         return (f"tts generate: {self.used} tokens generated; {self.stopped} of {self.samples + self.skipped} "
-                f"samples stopped, {self.skipped} never started")
+                f"samples stopped, {self.skipped} never started{judge_time(controller)}")

@@ -283,7 +283,7 @@ def generate(
     finally:
         bar.end(finished)  # a stopped run gets its error line, not a summary
     if ctl is not None:
-        print(tally.line(), file=sys.stderr)
+        print(tally.line(ctl), file=sys.stderr)
     if resume:
         print(f"tts: --resume: skipped {selection.skipped} records already in {output}", file=sys.stderr)
         if selection.skipped and loaded.dtype != "float32":

@@ -72,7 +72,7 @@ def prune(
         except TraceError as e:
             raise InputError(str(e)) from None
     if full:
-        print(P.summary("prune", used, full), file=sys.stderr)
+        print(P.summary("prune", used, full, ctl), file=sys.stderr)
 
 
 def _model(name, need_model: bool):
