@@ -42,6 +42,9 @@ def test_a_search_writes_step_rewards_and_statistics(prompts, method):
     assert r.code == 0, r.stderr
     again = tts(*args)
     assert r.stdout == again.stdout
+    # the closing line counts every generated token, the dropped beams' too
+    generated = sum(rec["search"]["tokens_generated"] for rec in r.records())
+    assert f"tts generate: {generated} tokens generated;" in r.stderr
     for rec in r.records():
         assert rec["run"]["search"]["method"] == method and rec["run"]["search"]["step_sep"] == SEP
         st = rec["search"]

@@ -133,6 +133,10 @@ class Tally:
             self.used += int(s.get("n_tokens") or 0)
             self.samples += 1
             self.stopped += s.get("finish") in STOPPED
+        search = record.get("search")
+        if isinstance(search, dict):   # a search also generated the beams it dropped
+            self.used += int(search.get("tokens_generated") or 0) - sum(
+                int(s.get("n_tokens") or 0) for s in record.get("samples") or [])
         self.skipped += int(record.get("skipped") or 0)
 
     def line(self, controller=None) -> str:
