@@ -51,7 +51,7 @@ def step(dec, x, positions, shared, T: Parts) -> torch.Tensor:
     h = x
     for i, layer in enumerate(L.layers):
         m = dec.mats[i]
-        qkv = T("q/k/v product", m.qkv_joint, T("norms", layer.input_layernorm, h)).view(B, -1, 1, L.head_dim)
+        qkv = T("q/k/v product", m.qkv_joint, T("norms", L.norm, layer.input_layernorm, h)).view(B, -1, 1, L.head_dim)
         nq, nk = L.n_heads, L.n_kv
         qk = T("rope", rope, qkv[:, : nq + nk], cos, sin)
         q, k, v = qk[:, :nq], qk[:, nq:], qkv[:, nq + nk:]
@@ -61,10 +61,10 @@ def step(dec, x, positions, shared, T: Parts) -> torch.Tensor:
         o, lse = T("attention, own tokens", attention.attend, qg, ks, vs, mask, L.scaling)
         o = T("attention, shared prompt + merge", shared.merge, i, qg, o, lse, L.scaling)
         h = T("o product + residual", lambda: h + m.o(o.reshape(B, -1)))
-        gate, up = T("gate/up product", m.gate_up, T("norms", layer.post_attention_layernorm, h))
+        gate, up = T("gate/up product", m.gate_up, T("norms", L.norm, layer.post_attention_layernorm, h))
         a = T("silu * up", lambda: layer.mlp.act_fn(gate) * up)
         h = T("down product + residual", lambda: h + m.down(a))
-    return T("LM head", lambda: dec.head(dec.norm(h)).float())
+    return T("LM head", lambda: dec.head(L.norm(dec.norm, h)).float())
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from strategies import attention, cpu, decode_attention, linear, rms_norm
+from strategies import attention, cpu, decode_attention, linear
 from strategies.cache import KVCache, Prefix, max_positions
 from strategies.cuda_graphs import StepGraphs
 from strategies.layers import SUPPORTED, Layers, UnsupportedModel
@@ -32,6 +32,8 @@ class Decoder:
         # modules' own norms
         self.kernels = kernels if kernels != "auto" else default_kernels(model.device)
         triton = self.kernels == "triton"
+        if triton and not decode_attention.available():
+            raise ValueError("kernels='triton' needs Triton installed (it comes with CUDA builds of torch)")
         self.layers = Layers(model, fused_norms=triton and not compile)
         self.norm = model.model.norm
         self.lm_head = model.lm_head
@@ -166,7 +168,7 @@ class Decoder:
 
 def default_kernels(device: torch.device) -> str:
     """Triton's kernels on CUDA where Triton is installed (it comes with CUDA builds of torch)."""
-    return "triton" if device.type == "cuda" and decode_attention.available() and rms_norm.available() else "torch"
+    return "triton" if device.type == "cuda" and decode_attention.available() else "torch"
 
 
 def default_matmul(device: torch.device, dtype: torch.dtype, compile: bool = False) -> str:

@@ -240,9 +240,9 @@ class RayBackend(Backend):
             req.rows = [Row(req, i, None, len(req.prompt_ids) - 1, [], []) for i in range(req.n)]
             for row in req.rows:
                 seed = trace_seed(self.seed, req.key, req.sample_offset + row.i)
+                traces[len(items)] = row
                 items.append({"trace": len(items), "tokenized_prompt": [int(t) for t in req.prompt_ids],
                               "sampling_params": {**self._params, "seed": seed}})
-                traces[len(traces)] = row
                 row.started = True
         self.chunks = -(-len(pending) // self.chunk_records)
         if items:

@@ -22,10 +22,6 @@ except ImportError:   # CPU-only installs: the modules' own norms
     triton = None
 
 
-def available() -> bool:
-    return triton is not None
-
-
 if triton is not None:
     @triton.jit
     def _kernel(X, W, Y, n, sx, sy, eps, BLOCK: tl.constexpr):

@@ -74,6 +74,9 @@ def test_cpu_decoding_keeps_torch_kernels():
     model, _ = tiny_model("llama")
     dec = Decoder(model, 2)
     assert (dec.kernels, dec.attention, dec.layers.norm) == ("torch", "sdpa", rms_norm.module_norm)
+    if not decode_attention.available():   # asked for by name without Triton: said, not a crash later
+        with pytest.raises(ValueError, match="needs Triton"):
+            Decoder(model, 2, kernels="triton")
 
 
 @needs_kernel

@@ -129,14 +129,14 @@ class Tally:
     def add(self, record: dict) -> None:
         from strategies.sample_fields import STOPPED
 
-        for s in record.get("samples") or []:
-            self.used += int(s.get("n_tokens") or 0)
-            self.samples += 1
-            self.stopped += s.get("finish") in STOPPED
+        samples = record.get("samples") or []
+        self.samples += len(samples)
+        self.stopped += sum(s.get("finish") in STOPPED for s in samples)
         search = record.get("search")
         if isinstance(search, dict):   # a search also generated the beams it dropped
-            self.used += int(search.get("tokens_generated") or 0) - sum(
-                int(s.get("n_tokens") or 0) for s in record.get("samples") or [])
+            self.used += int(search.get("tokens_generated") or 0)
+        else:
+            self.used += sum(int(s.get("n_tokens") or 0) for s in samples)
         self.skipped += int(record.get("skipped") or 0)
 
     def line(self, controller=None) -> str:
