@@ -105,7 +105,7 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="also time the torch.compile'd step")
     ap.add_argument("--top", type=int, default=0, help="on CUDA, print the N kernels taking most of an eager step")
     ap.add_argument("--no-graphs", action="store_true", help="on CUDA, time only the eager step")
-    ap.add_argument("--kernels", nargs="+", default=["auto"], choices=["auto", "torch", "triton"],
+    ap.add_argument("--kernels", nargs="+", default=["auto"], choices=["auto", "torch", "triton", "cpu"],
                     help="the decoder's kernels to time (see Decoder; names after the first get a suffix)")
     a = ap.parse_args()
     from strategies.engine import Engine, Request

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from strategies import attention, cpu, decode_attention, linear
+from strategies import attention, cpu, cpu_kernels, decode_attention, linear
 from strategies.cache import KVCache, Prefix, max_positions
 from strategies.cuda_graphs import StepGraphs
 from strategies.layers import SUPPORTED, Layers, UnsupportedModel
@@ -28,12 +28,18 @@ class Decoder:
         cfg = self.config = model.config
         # "triton" (the CUDA default where Triton is installed): the step's attention reads only
         # each row's positions (decode_attention.py) and each norm is one kernel (rms_norm.py;
-        # compiled, inductor fuses the norms itself); "torch": SDPA over the masked span and the
-        # modules' own norms
-        self.kernels = kernels if kernels != "auto" else default_kernels(model.device)
+        # compiled, inductor fuses the norms itself); "cpu" (the CPU default where they build):
+        # the step's small operations as compiled passes (cpu_kernels.py); "torch": SDPA over
+        # the masked span and the modules' own norms
+        self.kernels = kernels if kernels != "auto" else default_kernels(model, matmul, compile)
         triton = self.kernels == "triton"
         if triton and not decode_attention.available():
             raise ValueError("kernels='triton' needs Triton installed (it comes with CUDA builds of torch)")
+        if self.kernels == "cpu":
+            if model.device.type != "cpu" or compile or not cpu_kernels.supports(model):
+                raise ValueError("kernels='cpu' runs float32 or bfloat16 SiLU models on a CPU, without --compile")
+            if not cpu_kernels.available():
+                raise ValueError("kernels='cpu' needs the CPU kernels built (a C++ compiler; see cpu_kernels.py)")
         self.layers = Layers(model, fused_norms=triton and not compile)
         self.norm = model.model.norm
         self.lm_head = model.lm_head
@@ -50,6 +56,8 @@ class Decoder:
         # model's own forward gets them back), so the prefill runs on them too. Other forms keep
         # the modules for the prefill, whose rounding transformers shares.
         self.matmul = matmul if matmul != "auto" else default_matmul(self.device, self.dtype, compile)
+        if self.kernels == "cpu" and self.matmul not in ("packed", "fused"):
+            raise ValueError("kernels='cpu' needs the joint q/k/v and gate/up products (matmul 'packed' or 'fused')")
         packed = self.matmul == "packed"
         self.mats = L.mats(self.matmul, release=packed)
         self.prefill_mats = self.mats if packed else [None] * len(L)
@@ -136,6 +144,8 @@ class Decoder:
         if self.graphs is not None and shared is None:
             return self.graphs.run(x, positions, span)
         self.cache.ensure_capacity(span)
+        if self.kernels == "cpu":
+            return self._step_cpu(x, positions, shared)
         return self._step(x, positions, span, shared)
 
     def _step(self, x: torch.Tensor, positions: torch.Tensor, span: int,
@@ -165,10 +175,49 @@ class Decoder:
         logits = self.head(L.norm(self.norm, h))
         return logits.float() if float32 else logits
 
+    def _step_cpu(self, x: torch.Tensor, positions: torch.Tensor, shared: SharedPrefixes | None) -> torch.Tensor:
+        """The decode step on CPU with the compiled kernels: per layer four products and five
+        passes (residual + norm, rotary + cache write, attention, residual + norm, SiLU × up).
+        Each layer's closing residual add is made with the next layer's norm (or the final one)."""
+        B, L, cache, K = x.shape[0], self.layers, self.cache, torch.ops.tts_cpu
+        cos, sin = (t.reshape(B, -1) for t in L.rotation(x, positions))
+        nq, nk = L.n_heads, L.n_kv
+        start = torch.zeros_like(positions) if shared is None else shared.start
+        h, residual = x, None
+        for i, layer in enumerate(L.layers):
+            m, attn = self.mats[i], layer.self_attn
+            norm_in, norm_post = layer.input_layernorm, layer.post_attention_layernorm
+            h, xn = K.add_rms_norm(h, residual, norm_in.weight, norm_in.variance_epsilon)
+            qkv = m.qkv_joint(xn).view(B, -1, L.head_dim)
+            q, k, v = qkv[:, :nq], qkv[:, nq:nq + nk], qkv[:, nq + nk:]
+            if L.qk_norm:
+                q = K.head_rms_norm(q, attn.q_norm.weight, attn.q_norm.variance_epsilon)
+                k = K.head_rms_norm(k, attn.k_norm.weight, attn.k_norm.variance_epsilon)
+            q = K.rope_kv(q, k, v, cos, sin, cache.k[i], cache.v[i], positions)
+            if shared is None:
+                o = K.attention(q, cache.k[i], cache.v[i], positions, start, None, None, None, L.scaling)
+            else:   # the prompt's part as one block per prompt (GEMM-shaped), merged in the kernel
+                o_pre, lse_pre = shared.prompt_block(i, q.view(B, nk, nq // nk, L.head_dim), L.scaling)
+                o = K.attention(q, cache.k[i], cache.v[i], positions, start, o_pre, lse_pre, shared.inv, L.scaling)
+            h, xn = K.add_rms_norm(h, m.o(o), norm_post.weight, norm_post.variance_epsilon)
+            residual = m.down(K.silu_mul(m.gate_up_joint(xn)))
+        _, xn = K.add_rms_norm(h, residual, self.norm.weight, self.norm.variance_epsilon)
+        return self.head(xn).float()
 
-def default_kernels(device: torch.device) -> str:
-    """Triton's kernels on CUDA where Triton is installed (it comes with CUDA builds of torch)."""
-    return "triton" if device.type == "cuda" and decode_attention.available() else "torch"
+
+def default_kernels(model, matmul: str = "auto", compile: bool = False) -> str:
+    """Triton's kernels on CUDA where Triton is installed (it comes with CUDA builds of torch);
+    the compiled CPU kernels on a CPU where they build, for the models they support, with the
+    joint products they need (the default packed or fused ones) and not compiled."""
+    device = model.device
+    if device.type == "cuda":
+        return "triton" if decode_attention.available() else "torch"
+    if (device.type == "cpu" and not compile and matmul in ("auto", "packed", "fused")
+            and cpu_kernels.supports(model)
+            and (matmul != "auto" or default_matmul(device, model.get_input_embeddings().weight.dtype) == "packed")
+            and cpu_kernels.available()):
+        return "cpu"
+    return "torch"
 
 
 def default_matmul(device: torch.device, dtype: torch.dtype, compile: bool = False) -> str:

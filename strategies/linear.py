@@ -49,12 +49,14 @@ Product = Callable[[torch.Tensor], torch.Tensor]
 
 class Mats(NamedTuple):
     """One layer's products; qkv and gate_up return their parts as a tuple. Forms that fuse q/k/v
-    also give `qkv_joint`, the fused product unsplit ([N, (heads + 2 kv_heads) · head_dim])."""
+    also give `qkv_joint`, the fused product unsplit ([N, (heads + 2 kv_heads) · head_dim]), and
+    `gate_up_joint` ([N, 2 · intermediate], gate first)."""
     qkv: Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
     o: Product
     gate_up: Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
     down: Product
     qkv_joint: Product | None = None
+    gate_up_joint: Product | None = None
 
 
 def _weight_major(module: torch.nn.Linear, contiguous: bool = False) -> Product:
@@ -96,9 +98,10 @@ def fused_mats(layer) -> Mats:
         qkv, gu = [a.q_proj, a.k_proj, a.v_proj], [m.gate_proj, m.up_proj]
         w_qkv, b_qkv, w_gu = _fuse_weights(qkv), _fuse_biases(qkv), _fuse_weights(gu)
         joint = lambda x: F.linear(x, w_qkv, b_qkv)  # noqa: E731
+        joint_gu = lambda x: F.linear(x, w_gu)  # noqa: E731
         cached = layer._tts_fused = Mats(
             _splitter(joint, [p.weight.shape[0] for p in qkv]), a.o_proj,
-            _splitter(lambda x: F.linear(x, w_gu), [p.weight.shape[0] for p in gu]), m.down_proj, joint)
+            _splitter(joint_gu, [p.weight.shape[0] for p in gu]), m.down_proj, joint, joint_gu)
     return cached
 
 
@@ -159,7 +162,7 @@ def packed_mats(layer) -> Mats:
         layer._tts_packs = [(p_qkv, qkv), (p_o, [a.o_proj]), (p_gu, gu), (p_down, [m.down_proj])]
         cached = layer._tts_packed = Mats(
             _splitter(p_qkv, [p.weight.shape[0] for p in qkv]), p_o,
-            _splitter(p_gu, [p.weight.shape[0] for p in gu]), p_down, p_qkv)
+            _splitter(p_gu, [p.weight.shape[0] for p in gu]), p_down, p_qkv, p_gu)
     return cached
 
 

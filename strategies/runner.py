@@ -186,9 +186,11 @@ def run_info(loaded, generator, opts: GenerateOptions) -> dict:
         info["compile"] = True
     if opts.backend != "native":  # how another engine ran it, and which signals are exact
         info.update(backend_class(opts.backend).static_fields(opts))
-    elif loaded.device.startswith("cuda"):
-        info["cuda_graphs"] = opts.cuda_graphs
-        info["kernels"] = default_kernels(torch.device(loaded.device))   # triton or torch (decoder.py)
+    else:
+        if loaded.device.startswith("cuda"):
+            info["cuda_graphs"] = opts.cuda_graphs
+        # which step ran (decoder.py): on CUDA triton or torch, on CPU cpu or torch
+        info["kernels"] = default_kernels(loaded.model, compile=opts.compile)
     return info
 
 

@@ -37,14 +37,20 @@ class SharedPrefixes:
         # groups full): the gathers in and out of group order would copy rows onto themselves
         self.in_order = idx == list(range(batch))
 
+    def prompt_block(self, layer: int, qg, scale: float):
+        """Each group's rows against its prompt as one block: output [G, kv, n * gs, hd] and
+        log-sum-exps [G, kv, n * gs], row b at block place inv[b] (group inv // n, place inv % n)."""
+        B, kv, gs, hd = qg.shape
+        rows = qg if self.in_order else qg.index_select(0, self.idx)
+        # a group's n rows × gs query heads per key/value head form one [kv, n*gs] query block
+        qb = rows.view(self.groups, self.n_max, kv, gs, hd).transpose(1, 2).reshape(self.groups, kv, self.n_max * gs, hd)
+        return attend(qb, self.k[layer], self.v[layer], self.mask, scale)
+
     def merge(self, layer: int, qg, o_own, lse_own, scale: float):
         """Each row's attention over its own tokens merged with its group's attention over the prompt."""
         B, kv, gs, hd = qg.shape
         G, n = self.groups, self.n_max
-        # a group's n rows × gs query heads per key/value head form one [kv, n*gs] query block
-        rows = qg if self.in_order else qg.index_select(0, self.idx)
-        qb = rows.view(G, n, kv, gs, hd).transpose(1, 2).reshape(G, kv, n * gs, hd)
-        o, lse = attend(qb, self.k[layer], self.v[layer], self.mask, scale)
+        o, lse = self.prompt_block(layer, qg, scale)
         o_pre = o.view(G, kv, n, gs, hd).transpose(1, 2).reshape(G * n, kv, gs, hd)
         lse_pre = lse.view(G, kv, n, gs).transpose(1, 2).reshape(G * n, kv, gs)
         if not self.in_order:

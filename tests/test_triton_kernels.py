@@ -70,10 +70,12 @@ def test_kernel_equals_a_brute_force_softmax(shape, dtype, n_splits, monkeypatch
     torch.testing.assert_close(got.double().cpu(), want, rtol=tol, atol=tol)
 
 
-def test_cpu_decoding_keeps_torch_kernels():
+def test_cpu_decoding_never_takes_the_triton_kernels():
     model, _ = tiny_model("llama")
     dec = Decoder(model, 2)
-    assert (dec.kernels, dec.attention, dec.layers.norm) == ("torch", "sdpa", rms_norm.module_norm)
+    # the compiled CPU kernels where they build (tests/test_cpu_kernels.py), else torch's operations
+    assert dec.kernels in ("cpu", "torch")
+    assert (dec.attention, dec.layers.norm) == ("sdpa", rms_norm.module_norm)
     if not decode_attention.available():   # asked for by name without Triton: said, not a crash later
         with pytest.raises(ValueError, match="needs Triton"):
             Decoder(model, 2, kernels="triton")
