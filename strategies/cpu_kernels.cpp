@@ -494,7 +494,16 @@ Tensor attention(const Tensor& q, const Tensor& kc, const Tensor& vc, const Tens
           const float inv_total = 1.0f / total[j];
           const float pre = merge ? exp_poly(w.lse[j] - m[j]) : 0.f;
           const T* oj = merge ? opre + grp * os[0] + g * os[1] + (at + j) * os[2] : nullptr;
-          for (int64_t d = 0; d < D; ++d) {
+          int64_t d = 0;
+#if defined(__AVX512F__)
+          const __m512 vinv = _mm512_set1_ps(inv_total), vpre = _mm512_set1_ps(pre);
+          for (; d + 16 <= D; d += 16) {
+            __m512 x = _mm512_loadu_ps(acc.data() + j * D + d);
+            if (merge) x = _mm512_add_ps(x, _mm512_mul_ps(vpre, ld16(oj + d)));
+            st16(ob + j * D + d, _mm512_mul_ps(x, vinv));
+          }
+#endif
+          for (; d < D; ++d) {
             const float x = merge ? acc[j * D + d] + pre * load(oj[d]) : acc[j * D + d];
             ob[j * D + d] = store<T>(x * inv_total);
           }
@@ -540,6 +549,95 @@ Tensor silu_mul(const Tensor& gu) {
   return out;
 }
 
+// ----- signals ------------------------------------------------------------------------------
+// The sampler's per-token signals from float32 logits [B, >= V] over the first V columns, as
+// sampler.raw_signals computes them, in one pass per row after its maximum:
+//   y = z - max z (returned, the sampler draws from it), e = exp(y), S = Σe, log_norm = log S,
+//   entropy = log_norm - Σ e·y / S, self-certainty = -log V - (mean y - log_norm),
+//   confidence = log_norm - mean of the top k of y.
+// Tokens with -inf logits (zero probability) add nothing to Σ e·y, as in the sampler.
+std::vector<Tensor> signals(const Tensor& logits, int64_t V, int64_t k) {
+  TORCH_CHECK(logits.dim() == 2 && logits.stride(1) == 1 && logits.scalar_type() == at::kFloat,
+              "tts_cpu.signals: logits must be float32 [rows, vocab] with unit-stride rows");
+  const int64_t B = logits.size(0);
+  TORCH_CHECK(V >= 1 && V <= logits.size(1) && k >= 1 && k <= V, "tts_cpu.signals: bad V or k");
+  Tensor y = at::empty({B, V}, logits.options());
+  Tensor out = at::empty({4, B}, logits.options());
+  const float* zp = logits.const_data_ptr<float>();
+  float* yp = y.mutable_data_ptr<float>();
+  float* op = out.mutable_data_ptr<float>();
+  const int64_t sz = logits.stride(0);
+  const float log_v = std::log(static_cast<float>(V));
+  at::parallel_for(0, B, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<float> top(k);
+    for (int64_t b = lo; b < hi; ++b) {
+      const float* z = zp + b * sz;
+      float* yr = yp + b * V;
+      float m = -INFINITY;
+      int64_t i = 0;
+#if defined(__AVX512F__)
+      __m512 mv = _mm512_set1_ps(-INFINITY);
+      for (; i + 16 <= V; i += 16) mv = _mm512_max_ps(mv, _mm512_loadu_ps(z + i));
+      m = _mm512_reduce_max_ps(mv);
+#endif
+      for (; i < V; ++i) m = std::fmax(m, z[i]);
+      // the top k kept sorted descending; `floor` is its smallest, below which nothing enters
+      std::fill(top.begin(), top.end(), -INFINITY);
+      float floor = -INFINITY;
+      auto offer = [&](float x) {
+        if (!(x > floor)) return;
+        int64_t j = k - 1;
+        while (j > 0 && top[j - 1] < x) {
+          top[j] = top[j - 1];
+          --j;
+        }
+        top[j] = x;
+        floor = top[k - 1];
+      };
+      float S = 0.f, Sey = 0.f, Sy = 0.f;
+      i = 0;
+#if defined(__AVX512F__)
+      const __m512 mb = _mm512_set1_ps(m);
+      __m512 vs = _mm512_setzero_ps(), vsey = _mm512_setzero_ps(), vsy = _mm512_setzero_ps();
+      for (; i + 16 <= V; i += 16) {
+        const __m512 yv = _mm512_sub_ps(_mm512_loadu_ps(z + i), mb);
+        _mm512_storeu_ps(yr + i, yv);
+        const __m512 e = exp16(yv);
+        // e^y underflows to 0 (not e^-87) for -inf logits: those tokens add nothing
+        const __mmask16 live = _mm512_cmp_ps_mask(yv, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+        vs = _mm512_mask_add_ps(vs, live, vs, e);
+        vsey = _mm512_mask_add_ps(vsey, live, vsey, _mm512_mul_ps(e, yv));
+        vsy = _mm512_add_ps(vsy, yv);
+        if (_mm512_cmp_ps_mask(yv, _mm512_set1_ps(floor), _CMP_GT_OQ))
+          for (int l = 0; l < 16; ++l) offer(yr[i + l]);
+      }
+      S = _mm512_reduce_add_ps(vs);
+      Sey = _mm512_reduce_add_ps(vsey);
+      Sy = _mm512_reduce_add_ps(vsy);
+#endif
+      for (; i < V; ++i) {
+        const float yv = z[i] - m;
+        yr[i] = yv;
+        if (yv != -INFINITY) {
+          const float e = exp_poly(yv);
+          S += e;
+          Sey += e * yv;
+        }
+        Sy += yv;
+        offer(yv);
+      }
+      float top_sum = 0.f;
+      for (int64_t j = 0; j < k; ++j) top_sum += top[j];
+      const float log_norm = std::log(S);
+      op[b] = log_norm;
+      op[B + b] = log_norm - Sey / S;
+      op[2 * B + b] = -log_v - (Sy / static_cast<float>(V) - log_norm);
+      op[3 * B + b] = log_norm - top_sum / static_cast<float>(k);
+    }
+  });
+  return {y, out[0], out[1], out[2], out[3]};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(tts_cpu, m) {
@@ -548,4 +646,5 @@ TORCH_LIBRARY(tts_cpu, m) {
   m.def("rope_kv", &rope_kv);
   m.def("attention", &attention);
   m.def("silu_mul", &silu_mul);
+  m.def("signals", &signals);
 }

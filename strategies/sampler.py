@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 import torch
 
+from strategies import cpu_kernels
+
 CONFIDENCE_TOP_K = 20  # DeepConf's k
 
 
@@ -42,8 +44,14 @@ def raw_signals(logits: torch.Tensor, vocab_size: int) -> Signals:
     Padded embedding rows beyond the tokenizer's vocabulary are not tokens: they are dropped
     before the softmax so that V in self-certainty is the real vocabulary size. Everything is
     derived from one shifted copy of the logits and one exp, without materialising log p: these
-    passes over [B, 49k] run every step.
+    passes over [B, 49k] run every step. On CPU, where the compiled kernels build, the same
+    formulas run as one pass per row (cpu_kernels.cpp: signals; float32 sums in another order).
     """
+    k = min(CONFIDENCE_TOP_K, vocab_size)
+    if (logits.device.type == "cpu" and logits.dtype == torch.float32 and logits.dim() == 2
+            and logits.stride(-1) == 1 and cpu_kernels.available()):
+        y, log_norm, entropy, self_certainty, confidence = torch.ops.tts_cpu.signals(logits, vocab_size, k)
+        return Signals(y, log_norm, entropy, self_certainty, confidence, logits)
     z = logits[:, :vocab_size].float()
     y = z - z.amax(-1, keepdim=True)
     e = y.exp()
@@ -57,7 +65,6 @@ def raw_signals(logits: torch.Tensor, vocab_size: int) -> Signals:
     entropy = log_norm - ey / total
     # KL(U || p) = -log V - mean(log p)
     self_certainty = -math.log(vocab_size) - (y.mean(-1) - log_norm)
-    k = min(CONFIDENCE_TOP_K, vocab_size)
     confidence = log_norm - y.topk(k, dim=-1).values.mean(-1)
     return Signals(y, log_norm, entropy, self_certainty, confidence, logits)
 

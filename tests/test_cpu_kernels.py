@@ -12,6 +12,7 @@ from strategies import cpu_kernels
 from strategies.attention import attend
 from strategies.decoder import Decoder, default_kernels
 from strategies.layers import rope, signed_sin
+from strategies.sampler import raw_signals
 from strategies.tiny import tiny_model
 
 pytestmark = pytest.mark.skipif(not cpu_kernels.available(), reason="the CPU kernels cannot be built here")
@@ -226,3 +227,28 @@ def test_a_failed_build_is_reported_and_leaves_the_tensor_op_step(monkeypatch, t
     available = cpu_kernels.available.__wrapped__
     assert available() is False
     assert "CPU decode kernels unavailable" in capfd.readouterr().err
+
+
+def test_signals_are_the_samplers_formulas(monkeypatch):
+    """One pass per row against the tensor-operation formulas (sampler.raw_signals without the
+    kernel) and a float64 computation: padded vocabulary columns ignored, -inf logits (zero
+    probability) adding nothing, a tail past the vector width, ties in the top k."""
+    g = torch.Generator().manual_seed(6)
+    V = 1003
+    logits = torch.randn(6, V + 13, generator=g) * 4
+    logits[1, 5:400] = float("-inf")
+    logits[2, :30] = 7.0                          # 30 tied maxima: the top 20 are all 0
+    logits[:, V:] = 1e4                           # padding past the vocabulary: never read
+    got = raw_signals(logits, V)
+    monkeypatch.setattr(cpu_kernels, "available", lambda: False)
+    want = raw_signals(logits, V)
+    assert torch.equal(got.shifted, want.shifted)   # the same subtraction
+    for name in ("log_norm", "entropy", "self_certainty", "confidence"):
+        torch.testing.assert_close(getattr(got, name), getattr(want, name), atol=2e-5, rtol=2e-6)
+    lp = torch.log_softmax(logits[:, :V].double(), -1)
+    p = lp.exp()
+    entropy = -(p * lp.nan_to_num(neginf=0.0)).sum(-1)
+    confidence = -lp.topk(20, -1).values.mean(-1)
+    torch.testing.assert_close(got.entropy.double(), entropy, atol=2e-5, rtol=0)
+    torch.testing.assert_close(got.confidence.double(), confidence, atol=2e-5, rtol=0)
+    assert got.self_certainty[1] == float("inf")    # mean log p is -inf with -inf logits, as torch says
