@@ -421,6 +421,54 @@ void weighted_values(const float* e, const T* v, int64_t G, int64_t D, const Own
     }
 }
 
+#if defined(__AVX512BF16__)
+// The same sum for bfloat16 values on the CPU's bf16 dot-product unit: keys p and p+1 are taken
+// as a pair, their values interleaved per d (the unit's pair layout, built once for all G heads)
+// and their weights rounded to bfloat16, as SDPA's flash kernel rounds its probabilities before
+// its value product. D = 16 C; each head's C accumulators stay in registers.
+template <int C>
+void weighted_values_bf16(const float* e, const uint16_t* v, int64_t G, const Own& w, float* acc,
+                          std::vector<__m512i>& vp, std::vector<uint16_t>& eb) {
+  constexpr int64_t D = 16 * C;
+  const int64_t pairs = (w.P + 1) / 2;
+  vp.resize(pairs * C);
+  eb.resize(2 * pairs + 16);
+  const __m512i zero = _mm512_setzero_si512();
+  for (int64_t pr = 0; pr < pairs; ++pr) {
+    const uint16_t* r0 = v + 2 * pr * D;
+    const bool second = 2 * pr + 1 < w.P;
+    for (int h = 0; h < C / 2; ++h) {
+      const __m512i a = _mm512_loadu_si512(r0 + 32 * h);
+      const __m512i b = second ? _mm512_loadu_si512(r0 + D + 32 * h) : zero;
+      vp[pr * C + 2 * h] = _mm512_unpacklo_epi16(a, b);       // d = 32h + 8(k/4) + k%4
+      vp[pr * C + 2 * h + 1] = _mm512_unpackhi_epi16(a, b);   // d = 32h + 8(k/4) + 4 + k%4
+    }
+  }
+  // the interleaving's order back to d order, 16 outputs at a time
+  const __m512i back0 = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+  const __m512i back1 = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+  const uint32_t* ew = reinterpret_cast<const uint32_t*>(eb.data());
+  for (int64_t j = 0; j < G; ++j) {
+    const float* ej = e + j * w.P;
+    int64_t p = 0;
+    for (; p + 16 <= w.P; p += 16) _mm256_storeu_si256(reinterpret_cast<__m256i*>(eb.data() + p), _mm512_cvtepi32_epi16(bf16_bits(_mm512_loadu_ps(ej + p))));
+    for (; p < w.P; ++p) eb[p] = store<uint16_t>(ej[p]);
+    eb[w.P] = 0;   // an odd count's last pair weighs a zero row by zero
+    __m512 a[C];
+    for (int c = 0; c < C; ++c) a[c] = _mm512_setzero_ps();
+    for (int64_t pr = 0; pr < pairs; ++pr) {
+      const __m512bh wv = (__m512bh)_mm512_set1_epi32(static_cast<int>(ew[pr]));
+      for (int c = 0; c < C; ++c) a[c] = _mm512_dpbf16_ps(a[c], (__m512bh)vp[pr * C + c], wv);
+    }
+    float* aj = acc + j * D;
+    for (int h = 0; h < C / 2; ++h) {
+      _mm512_storeu_ps(aj + 32 * h, _mm512_permutex2var_ps(a[2 * h], back0, a[2 * h + 1]));
+      _mm512_storeu_ps(aj + 32 * h + 16, _mm512_permutex2var_ps(a[2 * h], back1, a[2 * h + 1]));
+    }
+  }
+}
+#endif
+
 Tensor attention(const Tensor& q, const Tensor& kc, const Tensor& vc, const Tensor& positions, const Tensor& start,
                  const c10::optional<Tensor>& o_pre, const c10::optional<Tensor>& lse_pre,
                  const c10::optional<Tensor>& inv, double scale) {
@@ -469,6 +517,10 @@ Tensor attention(const Tensor& q, const Tensor& kc, const Tensor& vc, const Tens
     T* op = mptr<T>(out);
     at::parallel_for(0, B * NK, 1, [&](int64_t lo, int64_t hi) {
       std::vector<float> scores, acc(G * D), vf(16 * D), m(G), total(G);
+#if defined(__AVX512BF16__)
+      std::vector<__m512i> vpairs;
+      std::vector<uint16_t> eb;
+#endif
       for (int64_t item = lo; item < hi; ++item) {
         const int64_t b = item / NK, g = item % NK;
         // the row's first query in the shared block: prompt ip / n, place ip % n
@@ -488,7 +540,17 @@ Tensor attention(const Tensor& q, const Tensor& kc, const Tensor& vc, const Tens
 #endif
           scores_scalar(qb, k, G, D, w, scores.data());
         softmax_rows(scores.data(), G, w, m.data(), total.data());
-        weighted_values(scores.data(), v, G, D, w, acc.data(), vf.data());
+        bool done = false;
+#if defined(__AVX512BF16__)
+        if constexpr (std::is_same_v<T, uint16_t>) {
+          done = true;
+          if (D == 32) weighted_values_bf16<2>(scores.data(), v, G, w, acc.data(), vpairs, eb);
+          else if (D == 64) weighted_values_bf16<4>(scores.data(), v, G, w, acc.data(), vpairs, eb);
+          else if (D == 128) weighted_values_bf16<8>(scores.data(), v, G, w, acc.data(), vpairs, eb);
+          else done = false;
+        }
+#endif
+        if (!done) weighted_values(scores.data(), v, G, D, w, acc.data(), vf.data());
         T* ob = op + (b * NQ + g * G) * D;
         for (int64_t j = 0; j < G; ++j) {
           const float inv_total = 1.0f / total[j];
