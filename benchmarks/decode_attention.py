@@ -1,28 +1,37 @@
-"""The decode step's own-positions attention alone: the Triton kernel (decode_attention.py) at a
-few tile settings against SDPA over the masked span, on one layer's cache of a model's shape.
+"""The decode step's own-positions attention alone, on one layer's cache of a model's shape: on
+CUDA the Triton kernel (decode_attention.py) at a few tile settings, on CPU the compiled kernel
+(cpu_kernels.cpp: attention), each against SDPA over the masked span.
 
-    python -m benchmarks.decode_attention [--rows 64 256] [--position 300 1000] [--kv-heads 8]
-        [--group 2] [--head-dim 128] [--dtype bfloat16]
+    python -m benchmarks.decode_attention [--device cuda|cpu] [--rows 64 256] [--position 300 1000]
+        [--kv-heads 8] [--group 2] [--head-dim 128] [--dtype bfloat16]
 
 Prints one JSON line per (rows, position): each variant's microseconds per call, the bytes of
 keys and values the rows must read over that time, and the largest difference from a float32
-reference. CUDA only.
+reference.
 """
 from __future__ import annotations
 
 import argparse
 
+import time
+
 import orjson
 import torch
 
 from benchmarks.step_profile import copy_bandwidth
-from strategies import attention, decode_attention
+from strategies import attention, cpu_kernels, decode_attention
 from strategies.cuda_graphs import graph_span
 
 CONFIGS = [(64, 4, 2), (32, 4, 2), (64, 4, 3), (128, 8, 2), (32, 2, 2)]   # (BLOCK_N, warps, stages)
 
 
 def _us(fn, reps: int = 100) -> float:
+    if not torch.cuda.is_available():
+        fn()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        return (time.perf_counter() - t0) / reps * 1e6
     fn()
     torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -42,9 +51,13 @@ def main() -> None:
     ap.add_argument("--group", type=int, default=2)
     ap.add_argument("--head-dim", type=int, default=128)
     ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     a = ap.parse_args()
-    dev, dtype = torch.device("cuda"), getattr(torch, a.dtype)
-    bw = copy_bandwidth("cuda")
+    dev, dtype = torch.device(a.device), getattr(torch, a.dtype)
+    cpu = a.device == "cpu"
+    if cpu and not cpu_kernels.available():
+        raise SystemExit("the CPU kernels cannot be built here (see strategies/cpu_kernels.py)")
+    bw = copy_bandwidth(a.device)
     D, nkv, G = a.head_dim, a.kv_heads, a.group
     for P in a.position:
         for B in a.rows:
@@ -54,7 +67,7 @@ def main() -> None:
             v = torch.randn_like(k)
             q = torch.randn(B, nkv, G, D, dtype=dtype, device=dev)
             pos = torch.full((B,), P, device=dev)
-            span = graph_span(P + 1, 1 << 30)   # the span a captured step attends over
+            span = P + 1 if cpu else graph_span(P + 1, 1 << 30)   # on CUDA, the span a captured step attends over
             mask = attention.position_mask(pos, 0, span, dtype)
             ref, _ = attention.attend_reference(q.float(), k[:, :, :span].float(), v[:, :, :span].float(),
                                                 mask.float(), D ** -0.5)
@@ -67,6 +80,12 @@ def main() -> None:
                 out[name] = {"us": round(us, 1), "tb_s": round(need / us / 1e6, 3), "max_err": round(err, 5)}
 
             report("sdpa", lambda: attention.over_cache(q, k[:, :, :span], v[:, :, :span], mask, D ** -0.5))
+            if cpu:
+                start = torch.zeros_like(pos)
+                report("cpu_kernels", lambda: torch.ops.tts_cpu.attention(
+                    q.reshape(B, nkv * G, D), k, v, pos, start, None, None, None, D ** -0.5).view(B, nkv, G, D))
+                print(orjson.dumps(out).decode(), flush=True)
+                continue
             for bn, warps, stages in CONFIGS:
                 decode_attention.BLOCK_N, decode_attention.NUM_WARPS, decode_attention.NUM_STAGES = bn, warps, stages
                 report(f"triton_{bn}_{warps}_{stages}",
