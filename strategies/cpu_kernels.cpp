@@ -136,6 +136,21 @@ void check_rows(const Tensor& t, const char* name) {
   TORCH_CHECK(t.dim() >= 2 && t.stride(-1) == 1, "tts_cpu: ", name, " needs unit stride in its last dimension");
 }
 
+// transformers' RMSNorm of one vector x[0..D) into y: x32 * rsqrt(mean(x32²) + eps), rounded to
+// the dtype, times the weight (a product in the dtype)
+template <typename T>
+inline void rms_norm_row(const T* x, const T* w, int64_t D, float eps, T* y) {
+  float ss = 0.f;
+#pragma omp simd reduction(+ : ss)
+  for (int64_t d = 0; d < D; ++d) {
+    const float v = load(x[d]);
+    ss += v * v;
+  }
+  const float r = 1.0f / std::sqrt(ss / static_cast<float>(D) + eps);
+#pragma omp simd
+  for (int64_t d = 0; d < D; ++d) y[d] = store<T>(load(w[d]) * round_to<T>(load(x[d]) * r));
+}
+
 // ----- add_rms_norm -------------------------------------------------------------------------
 // transformers' RMSNorm: x32 = x.float(); x32 * rsqrt(mean(x32²) + eps), rounded to the dtype,
 // times the weight (a product in the dtype). With y, the residual add h + y comes first, rounded.
@@ -169,16 +184,7 @@ std::tuple<Tensor, Tensor> add_rms_norm(const Tensor& h, const c10::optional<Ten
 #pragma omp simd
           for (int64_t d = 0; d < D; ++d) hor[d] = store<T>(load(hr[d]) + load(yr[d]));
         }
-        const T* src = add ? hor : hr;
-        float ss = 0.f;
-#pragma omp simd reduction(+ : ss)
-        for (int64_t d = 0; d < D; ++d) {
-          const float v = load(src[d]);
-          ss += v * v;
-        }
-        const float r = 1.0f / std::sqrt(ss / static_cast<float>(D) + feps);
-#pragma omp simd
-        for (int64_t d = 0; d < D; ++d) xr[d] = store<T>(load(wp[d]) * round_to<T>(load(src[d]) * r));
+        rms_norm_row(add ? hor : hr, wp, D, feps, xr);
       }
     });
   });
@@ -200,16 +206,7 @@ Tensor head_rms_norm(const Tensor& x, const Tensor& w, double eps) {
     at::parallel_for(0, N * H, 64, [&](int64_t lo, int64_t hi) {
       for (int64_t i = lo; i < hi; ++i) {
         const T* xr = xp + (i / H) * s0 + (i % H) * s1;
-        T* orow = op + i * D;
-        float ss = 0.f;
-#pragma omp simd reduction(+ : ss)
-        for (int64_t d = 0; d < D; ++d) {
-          const float v = load(xr[d]);
-          ss += v * v;
-        }
-        const float r = 1.0f / std::sqrt(ss / static_cast<float>(D) + feps);
-#pragma omp simd
-        for (int64_t d = 0; d < D; ++d) orow[d] = store<T>(load(wp[d]) * round_to<T>(load(xr[d]) * r));
+        rms_norm_row(xr, wp, D, feps, op + i * D);
       }
     });
   });
@@ -428,10 +425,10 @@ void weighted_values(const float* e, const T* v, int64_t G, int64_t D, const Own
 // its value product. D = 16 C; each head's C accumulators stay in registers.
 template <int C>
 void weighted_values_bf16(const float* e, const uint16_t* v, int64_t G, const Own& w, float* acc,
-                          std::vector<__m512i>& vp, std::vector<uint16_t>& eb) {
+                          std::vector<uint16_t>& vp, std::vector<uint16_t>& eb) {
   constexpr int64_t D = 16 * C;
   const int64_t pairs = (w.P + 1) / 2;
-  vp.resize(pairs * C);
+  vp.resize(pairs * C * 32);   // C vectors of 32 bf16 a pair (unaligned loads and stores)
   eb.resize(2 * pairs + 16);
   const __m512i zero = _mm512_setzero_si512();
   for (int64_t pr = 0; pr < pairs; ++pr) {
@@ -440,8 +437,8 @@ void weighted_values_bf16(const float* e, const uint16_t* v, int64_t G, const Ow
     for (int h = 0; h < C / 2; ++h) {
       const __m512i a = _mm512_loadu_si512(r0 + 32 * h);
       const __m512i b = second ? _mm512_loadu_si512(r0 + D + 32 * h) : zero;
-      vp[pr * C + 2 * h] = _mm512_unpacklo_epi16(a, b);       // d = 32h + 8(k/4) + k%4
-      vp[pr * C + 2 * h + 1] = _mm512_unpackhi_epi16(a, b);   // d = 32h + 8(k/4) + 4 + k%4
+      _mm512_storeu_si512(vp.data() + (pr * C + 2 * h) * 32, _mm512_unpacklo_epi16(a, b));      // d = 32h + 8(k/4) + k%4
+      _mm512_storeu_si512(vp.data() + (pr * C + 2 * h + 1) * 32, _mm512_unpackhi_epi16(a, b));  // d = 32h + 8(k/4) + 4 + k%4
     }
   }
   // the interleaving's order back to d order, 16 outputs at a time
@@ -458,7 +455,8 @@ void weighted_values_bf16(const float* e, const uint16_t* v, int64_t G, const Ow
     for (int c = 0; c < C; ++c) a[c] = _mm512_setzero_ps();
     for (int64_t pr = 0; pr < pairs; ++pr) {
       const __m512bh wv = (__m512bh)_mm512_set1_epi32(static_cast<int>(ew[pr]));
-      for (int c = 0; c < C; ++c) a[c] = _mm512_dpbf16_ps(a[c], (__m512bh)vp[pr * C + c], wv);
+      for (int c = 0; c < C; ++c)
+        a[c] = _mm512_dpbf16_ps(a[c], (__m512bh)_mm512_loadu_si512(vp.data() + (pr * C + c) * 32), wv);
     }
     float* aj = acc + j * D;
     for (int h = 0; h < C / 2; ++h) {
@@ -518,7 +516,7 @@ Tensor attention(const Tensor& q, const Tensor& kc, const Tensor& vc, const Tens
     at::parallel_for(0, B * NK, 1, [&](int64_t lo, int64_t hi) {
       std::vector<float> scores, acc(G * D), vf(16 * D), m(G), total(G);
 #if defined(__AVX512BF16__)
-      std::vector<__m512i> vpairs;
+      std::vector<uint16_t> vpairs;
       std::vector<uint16_t> eb;
 #endif
       for (int64_t item = lo; item < hi; ++item) {
