@@ -35,11 +35,8 @@ class Decoder:
         triton = self.kernels == "triton"
         if triton and not decode_attention.available():
             raise ValueError("kernels='triton' needs Triton installed (it comes with CUDA builds of torch)")
-        if self.kernels == "cpu":
-            if model.device.type != "cpu" or compile or not cpu_kernels.supports(model):
-                raise ValueError("kernels='cpu' runs float32 or bfloat16 SiLU models on a CPU, without --compile")
-            if not cpu_kernels.available():
-                raise ValueError("kernels='cpu' needs the CPU kernels built (a C++ compiler; see cpu_kernels.py)")
+        if self.kernels == "cpu" and (why := cpu_kernels_refusal(model, matmul, compile)):
+            raise ValueError(why)
         self.layers = Layers(model, fused_norms=triton and not compile)
         self.norm = model.model.norm
         self.lm_head = model.lm_head
@@ -56,8 +53,6 @@ class Decoder:
         # model's own forward gets them back), so the prefill runs on them too. Other forms keep
         # the modules for the prefill, whose rounding transformers shares.
         self.matmul = matmul if matmul != "auto" else default_matmul(self.device, self.dtype, compile)
-        if self.kernels == "cpu" and self.matmul not in ("packed", "fused"):
-            raise ValueError("kernels='cpu' needs the joint q/k/v and gate/up products (matmul 'packed' or 'fused')")
         packed = self.matmul == "packed"
         self.mats = L.mats(self.matmul, release=packed)
         self.prefill_mats = self.mats if packed else [None] * len(L)
@@ -207,17 +202,26 @@ class Decoder:
 
 def default_kernels(model, matmul: str = "auto", compile: bool = False) -> str:
     """Triton's kernels on CUDA where Triton is installed (it comes with CUDA builds of torch);
-    the compiled CPU kernels on a CPU where they build, for the models they support, with the
-    joint products they need (the default packed or fused ones) and not compiled."""
-    device = model.device
-    if device.type == "cuda":
+    the compiled CPU kernels wherever they can run (cpu_kernels_refusal); else torch's."""
+    if model.device.type == "cuda":
         return "triton" if decode_attention.available() else "torch"
-    if (device.type == "cpu" and not compile and matmul in ("auto", "packed", "fused")
-            and cpu_kernels.supports(model)
-            and (matmul != "auto" or default_matmul(device, model.get_input_embeddings().weight.dtype) == "packed")
-            and cpu_kernels.available()):
-        return "cpu"
-    return "torch"
+    return "torch" if cpu_kernels_refusal(model, matmul, compile) else "cpu"
+
+
+def cpu_kernels_refusal(model, matmul: str = "auto", compile: bool = False) -> str | None:
+    """Why the compiled CPU kernels cannot run this model's decode step, or None: they need a
+    CPU, no --compile (inductor fuses the ops itself), a model they compute, the joint q/k/v and
+    gate/up products (the default packed ones, or fused), and their build, tried last."""
+    device = model.device
+    if device.type != "cpu" or compile or not cpu_kernels.supports(model):
+        return "kernels='cpu' runs float32 or bfloat16 SiLU models on a CPU, without --compile"
+    if matmul == "auto":
+        matmul = default_matmul(device, model.get_input_embeddings().weight.dtype, compile)
+    if matmul not in ("packed", "fused"):
+        return "kernels='cpu' needs the joint q/k/v and gate/up products (matmul 'packed' or 'fused')"
+    if not cpu_kernels.available():
+        return "kernels='cpu' needs the CPU kernels built (a C++ compiler; see cpu_kernels.py)"
+    return None
 
 
 def default_matmul(device: torch.device, dtype: torch.dtype, compile: bool = False) -> str:
