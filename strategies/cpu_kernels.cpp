@@ -8,9 +8,12 @@
 //
 //   add_rms_norm  h' = h + y (rounded to the dtype), x = RMSNorm(h')       (y optional)
 //   rope_kv       q and k rotated, k and v written into the cache at each row's position
-//   attention     each row's queries against its prompt (shared or in its slot) and its own
-//                 tokens, softmax in float32, in one pass per (row, key/value head)
+//   head_rms_norm RMSNorm of each head's vector (Qwen3's q/k norms)
+//   attention     each row's queries against its slot's keys (its prompt too, unless shared),
+//                 softmax in float32, merged with a shared prompt's block; one pass per
+//                 (row, key/value head)
 //   silu_mul      SiLU(gate) x up from the fused gate/up product
+//   signals       the sampler's per-token signals over the vocabulary, one pass per row
 //
 // Rounding follows transformers' modules operation by operation (every intermediate the modules
 // round to the model's dtype is rounded here too), so elementwise results are the modules' own;
@@ -152,8 +155,7 @@ inline void rms_norm_row(const T* x, const T* w, int64_t D, float eps, T* y) {
 }
 
 // ----- add_rms_norm -------------------------------------------------------------------------
-// transformers' RMSNorm: x32 = x.float(); x32 * rsqrt(mean(x32²) + eps), rounded to the dtype,
-// times the weight (a product in the dtype). With y, the residual add h + y comes first, rounded.
+// rms_norm_row of each row; with y, the residual add h + y comes first, rounded to the dtype.
 std::tuple<Tensor, Tensor> add_rms_norm(const Tensor& h, const c10::optional<Tensor>& y, const Tensor& w, double eps) {
   check_rows(h, "h");
   TORCH_CHECK(h.dim() == 2, "tts_cpu.add_rms_norm: h must be [rows, dim]");

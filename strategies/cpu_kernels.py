@@ -3,8 +3,8 @@
 In bfloat16 the decode step's products run on the CPU's bf16 units and take about half the step;
 the rest is ~50 small tensor operations a layer, each a dispatch and a parallel region costing
 more than its arithmetic. `cpu_kernels.cpp` does each group of them in one pass: the residual
-add with the next RMSNorm, the rotary embedding with the cache write, attention over a row's
-prompt and its own tokens (prefix-shared or not) with its softmax, and SiLU × up. The decoder
+add with the next RMSNorm, the rotary embedding with the cache write, attention over a row's own
+keys merged with its shared prompt's block, and SiLU × up; and the sampler's signals. The decoder
 uses them on CPU when they build (`Decoder(kernels="cpu")`, the CPU default);
 `TTS_CPU_KERNELS=torch` keeps the tensor-operation step.
 
